@@ -1,0 +1,3 @@
+from leansync.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""The QuantConnect API client: one authenticated POST to lean/versions/read.
+
+Retries use urllib3's Retry on requests' HTTPAdapter (POST included, since
+this call only reads). The token is used only to build the Authorization
+header and never appears in a message, a log line or an exception.
+"""
+
+import base64
+import hashlib
+import logging
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from leansync import __version__
+from leansync.config import Credentials
+from leansync.errors import AuthError, FetchError
+from leansync.payload import api_errors, parse_json
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "lean/versions/read"
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+RETRY_AFTER_CAP = 60.0  # seconds; a server asking for longer is not waited for
+BACKOFF_FACTOR = 0.5  # waits 0, 1, 2, 4 ... seconds (plus jitter) between attempts
+USER_AGENT = f"leansync/{__version__} (+https://pypi.org/project/leansync/)"
+AUTH_REJECTIONS = ("Hash doesn't match", "UserID not valid")
+
+
+def endpoint_url(api_url: str) -> str:
+    """Join so that a base URL with or without the trailing slash works."""
+    return api_url.rstrip("/") + "/" + ENDPOINT
+
+
+def auth_headers(credentials: Credentials, *, timestamp: int) -> dict[str, str]:
+    """QuantConnect's scheme: Basic user_id:sha256(token:timestamp), one timestamp."""
+    digest = hashlib.sha256(f"{credentials.api_token}:{timestamp}".encode()).hexdigest()
+    basic = base64.b64encode(f"{credentials.user_id}:{digest}".encode()).decode("ascii")
+    return {"Timestamp": str(timestamp), "Authorization": f"Basic {basic}"}
+
+
+class CappedRetry(Retry):
+    """urllib3's Retry, honouring Retry-After but never for more than a minute."""
+
+    def get_retry_after(self, response):
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, RETRY_AFTER_CAP)
+
+
+def make_session(*, retries: int) -> requests.Session:
+    retry = CappedRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        allowed_methods=None,  # retry the POST too: it only reads
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=BACKOFF_FACTOR,
+        backoff_jitter=0.5,
+        backoff_max=RETRY_AFTER_CAP,
+        respect_retry_after_header=True,
+        raise_on_status=False,  # hand back the last response so its status can be reported
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, retries: int) -> Any:
+    """POST lean/versions/read and return the parsed JSON document.
+
+    Raises FetchError (network, HTTP status) or AuthError; the document's
+    content is validated by leansync.payload.
+    """
+    url = endpoint_url(api_url)
+    attempts = retries + 1
+    headers = auth_headers(credentials, timestamp=int(time.time()))
+    log.debug("POST %s (timeout %ss, up to %d attempts)", url, timeout, attempts)
+    try:
+        with make_session(retries=retries) as session:
+            response = session.post(url, json={}, headers=headers, timeout=(timeout, timeout))
+    except requests.exceptions.RetryError as exc:
+        raise FetchError(f"QuantConnect at {url} kept failing after {attempts} attempts: {_reason(exc)}") from None
+    except requests.exceptions.Timeout:
+        raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
+    except requests.exceptions.RequestException as exc:
+        raise FetchError(f"could not reach QuantConnect at {url} after {attempts} attempts: {_reason(exc)}") from None
+
+    log.debug("HTTP %s from %s, %d bytes", response.status_code, url, len(response.content))
+    if response.status_code != 200:
+        raise FetchError(_status_message(response.status_code, url, attempts, credentials))
+
+    document = parse_json(response.content, source=url)
+    errors = api_errors(document)
+    if errors and any(e.startswith(AUTH_REJECTIONS) for e in errors):
+        raise AuthError(
+            f"QuantConnect rejected the credentials read from {credentials.source} "
+            f"({'; '.join(errors)}); check them, and check this machine's clock: a clock more "
+            "than two hours off gets the same answer"
+        )
+    return document
+
+
+def _status_message(status: int, url: str, attempts: int, credentials: Credentials) -> str:
+    if status >= 500:
+        return (
+            f"QuantConnect at {url} answered HTTP {status} (server error) after {attempts} attempts; "
+            f"QuantConnect also answers {status} to some invalid credentials, so check those read "
+            f"from {credentials.source}"
+        )
+    if status in (401, 403):
+        return f"QuantConnect at {url} answered HTTP {status}: the credentials read from {credentials.source} were refused"
+    if status == 429:
+        return f"QuantConnect at {url} answered HTTP 429 (too many requests) after {attempts} attempts"
+    return f"QuantConnect at {url} answered HTTP {status}"
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause, in a few words (no URL parameters or headers)."""
+    inner = exc.args[0] if exc.args else exc
+    reason = getattr(inner, "reason", None) or inner
+    text = str(reason)
+    # urllib3 wraps as "<object at 0x..>: Failed to establish ...": keep the tail.
+    if ": " in text and text.startswith("<"):
+        text = text.split(": ", 1)[1]
+    return text.strip().rstrip(".")

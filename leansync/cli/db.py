@@ -1,0 +1,63 @@
+"""`leansync db`: schema management."""
+
+import click
+
+from leansync.cli import AppContext, verbosity_options
+
+
+@click.group("db")
+def db_group():
+    """Inspect or upgrade the database schema.
+
+    \b
+    Example:
+      leansync db current
+    """
+
+
+@db_group.command("upgrade")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=600, show_default=True,
+              help="Seconds to wait for a running sync before giving up (exit 75).")
+@verbosity_options
+@click.pass_obj
+def upgrade_command(app: AppContext, lock_timeout: float):
+    """Create the database or bring its schema to the newest revision.
+
+    \b
+    Example:
+      leansync db upgrade
+    """
+    from leansync.database import SCHEMA_HEAD, ensure_schema, make_engine, safe_url
+    from leansync.lock import run_lock
+
+    url = app.resolved_database_url()
+    engine = make_engine(url, create=True)
+    with run_lock(engine, timeout=lock_timeout):
+        ensure_schema(engine)
+    if not app.quiet:
+        click.echo(f"{safe_url(url)} is at schema revision {SCHEMA_HEAD}")
+
+
+@db_group.command("current")
+@verbosity_options
+@click.pass_obj
+def current_command(app: AppContext):
+    """Print the database URL in use and its schema revision.
+
+    \b
+    Example:
+      leansync --database-url postgresql://leansync@db/leansync db current
+    """
+    from leansync.database import SCHEMA_HEAD, current_revision, database_errors, make_engine, safe_url
+    from leansync.sync import database_exists
+
+    url = app.resolved_database_url()
+    click.echo(safe_url(url))
+    if not database_exists(url):
+        click.echo("revision: none (the database does not exist yet)")
+        return
+    engine = make_engine(url)
+    with database_errors(url), engine.connect() as conn:
+        revision = current_revision(conn)
+    state = "head" if revision == SCHEMA_HEAD else "not head: run `leansync db upgrade`"
+    click.echo(f"revision: {revision or 'none'} ({state if revision else 'empty database'})")

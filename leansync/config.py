@@ -1,0 +1,92 @@
+"""Where leansync finds its database, the API and the credentials."""
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leansync.errors import ConfigError
+
+DEFAULT_API_URL = "https://www.quantconnect.com/api/v2/"
+ENV_DATABASE_URL = "LEANSYNC_DATABASE_URL"
+ENV_API_URL = "QUANTCONNECT_API_URL"
+ENV_USER_ID = "QUANTCONNECT_USER_ID"
+ENV_API_TOKEN = "QUANTCONNECT_API_TOKEN"
+
+
+def default_database_url() -> str:
+    """A SQLite file in the user's data directory, so cron, a shell in any
+    folder and a reporting tool all find the same history."""
+    from platformdirs import user_data_dir
+
+    return f"sqlite:///{Path(user_data_dir('leansync')) / 'leansync.db'}"
+
+
+def lean_credentials_path() -> Path:
+    """The file the Lean CLI writes on `lean login`."""
+    return Path.home() / ".lean" / "credentials"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user_id: str
+    api_token: str = field(repr=False)  # never shown, logged or stored
+    source: str = ""  # where they were read from, to name in error messages
+    warnings: tuple[str, ...] = ()
+
+
+MISSING_CREDENTIALS = (
+    f"no QuantConnect credentials: set {ENV_USER_ID} and {ENV_API_TOKEN}, "
+    "or log in with the Lean CLI (`lean login`) to create ~/.lean/credentials"
+)
+
+
+def load_credentials(*, user_id: str | None = None, environ=os.environ) -> Credentials:
+    """Environment first, then the Lean CLI's credentials file.
+
+    ``user_id`` (the --user-id option) overrides the user id from either place.
+    The token is deliberately never taken from the command line: it would
+    show in `ps`.
+    """
+    env_token = environ.get(ENV_API_TOKEN)
+    if env_token:
+        env_user = user_id or environ.get(ENV_USER_ID)
+        if not env_user:
+            raise ConfigError(
+                f"{ENV_API_TOKEN} is set but the user id is missing: "
+                f"set {ENV_USER_ID} or pass --user-id"
+            )
+        return Credentials(
+            user_id=str(env_user),
+            api_token=env_token,
+            source=f"the environment ({ENV_USER_ID}, {ENV_API_TOKEN})",
+        )
+
+    path = lean_credentials_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(MISSING_CREDENTIALS) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        # Never echo the content: it holds the token.
+        raise ConfigError(f"{path} is not valid JSON; run `lean login` again") from None
+    file_user = data.get("user-id") if isinstance(data, dict) else None
+    token = data.get("api-token") if isinstance(data, dict) else None
+    if not token or not (user_id or file_user):
+        raise ConfigError(f'{path} lacks "user-id" or "api-token"; run `lean login` again')
+
+    warnings = ()
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings = (f"{path} is readable by other users; fix it with: chmod 600 {path}",)
+    return Credentials(
+        user_id=str(user_id or file_user),
+        api_token=str(token),
+        source=str(path),
+        warnings=warnings,
+    )

@@ -1,0 +1,198 @@
+"""Engines, the schema check and migrations.
+
+SQLite is set up for an unattended writer beside live readers: WAL mode
+(readers never block the sync, the sync never blocks them), a generous busy
+timeout, and explicit BEGIN so that every transaction, DDL included, is
+atomic.
+"""
+
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from leansync.errors import ConfigError, DatabaseError, SchemaError
+
+# The newest migration. Kept here so the check at the start of every run
+# costs one query and no Alembic import; tests/test_migrations.py checks it
+# against the migration scripts.
+SCHEMA_HEAD = "0001"
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, fit for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<malformed URL>"
+
+
+def _normalise(url: str):
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "the database URL is malformed; expected e.g. sqlite:////path/to/leansync.db "
+            "or postgresql://user@host/dbname"
+        ) from None
+    # A plain postgresql:// URL means psycopg 3 (the [postgres] extra), not psycopg2.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other backends and :memory:."""
+    parsed = _normalise(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str, *, create: bool = False) -> Engine:
+    """An engine for ``url``; ``create`` allows making a new SQLite file."""
+    parsed = _normalise(url)
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise ConfigError(
+                    f"no leansync database at {safe_url(url)}; run `leansync sync` first "
+                    "or set --database-url / LEANSYNC_DATABASE_URL"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(parsed)
+    except NoSuchModuleError:
+        raise ConfigError(f"unsupported database URL scheme in {safe_url(url)}") from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"the driver for {safe_url(url)} is not installed ({exc.name}); "
+            "for PostgreSQL: pip install 'leansync[postgres]'"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy's BEGIN (below) control transactions, not pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+
+def enable_wal(engine: Engine) -> None:
+    """WAL is a property of the file; set it once, outside a transaction."""
+    if engine.dialect.name != "sqlite" or sqlite_path(str(engine.url)) is None:
+        return
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+    finally:
+        raw.close()
+
+
+@contextmanager
+def database_errors(url: str):
+    """Turn driver errors into one sentence that names the database."""
+    try:
+        yield
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(f"database error on {safe_url(url)}: {reason}") from exc
+
+
+def current_revision(connection) -> str | None:
+    """The Alembic revision of the database, or None for an empty database."""
+    if not connection.dialect.has_table(connection, "alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def alembic_config(connection=None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("leansync.migrations")))
+    config.attributes["connection"] = connection
+    return config
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def check_revision(revision: str | None, url: str) -> bool:
+    """True if the database needs an upgrade; SchemaError if it is from the future."""
+    if revision == SCHEMA_HEAD:
+        return False
+    if revision is None or revision in known_revisions():
+        return True
+    raise SchemaError(
+        f"the database at {safe_url(url)} has schema revision {revision}, which this "
+        f"leansync does not know (its newest is {SCHEMA_HEAD}); upgrade leansync, "
+        "the database was left untouched"
+    )
+
+
+def upgrade(connection, target: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), target)
+
+
+def downgrade(connection, target: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(connection), target)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Bring the database to head; one query when it already is there."""
+    url = str(engine.url)
+    with database_errors(url):
+        enable_wal(engine)
+        with engine.begin() as connection:
+            if check_revision(current_revision(connection), url):
+                upgrade(connection)
+
+
+def require_schema(engine: Engine, *, allow_empty: bool = False) -> bool:
+    """For commands that only read: the schema must be at head; nothing is written.
+
+    Returns False for a database with no schema at all when ``allow_empty``.
+    """
+    url = str(engine.url)
+    with database_errors(url), engine.connect() as connection:
+        revision = current_revision(connection)
+    if revision is None:
+        if allow_empty:
+            return False
+        raise ConfigError(f"{safe_url(url)} is not a leansync database (it has no schema); run `leansync sync` first")
+    if check_revision(revision, url):
+        raise SchemaError(
+            f"the database at {safe_url(url)} has an older schema ({revision}); "
+            "run `leansync db upgrade` (or a sync) first"
+        )
+    return True

@@ -1,0 +1,52 @@
+"""Errors the command line turns into one sentence on stderr and an exit code.
+
+The exit codes are part of the contract that cron wrappers and monitors use:
+0 success, 1 the run failed, 2 usage or configuration error, 75 lock busy.
+"""
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
+
+
+class LeansyncError(Exception):
+    """An expected failure with a message fit to show a user."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(LeansyncError):
+    """Bad configuration: missing credentials, a malformed URL, a missing database."""
+
+    exit_code = EXIT_CONFIG
+
+
+class SchemaError(ConfigError):
+    """The database schema is newer than, or unknown to, this version of leansync."""
+
+
+class LockTimeout(LeansyncError):
+    """Another run held the lock for longer than --lock-timeout."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class FetchError(LeansyncError):
+    """The API could not be reached, or answered with an HTTP error."""
+
+
+class AuthError(FetchError):
+    """QuantConnect rejected the credentials."""
+
+
+class PayloadError(LeansyncError):
+    """The API response (or a saved response) is not what leansync expects."""
+
+
+class GuardError(LeansyncError):
+    """A safety check refused to apply the run (the mass-removal guard)."""
+
+
+class DatabaseError(LeansyncError):
+    """The database could not be opened or written."""

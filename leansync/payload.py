@@ -1,0 +1,170 @@
+"""Validate a `lean/versions/read` response into typed versions.
+
+Everything the API sends is checked here, before the database is touched, so
+a bad answer fails the run with one sentence that names the item and field.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from leansync.errors import PayloadError
+
+# (column name, JSON key) for the seven API fields, in lean_version column order.
+FIELD_KEYS: tuple[tuple[str, str], ...] = (
+    ("name", "name"),
+    ("description", "description"),
+    ("ref", "ref"),
+    ("lean_hash", "leanHash"),
+    ("lean_cloud_hash", "leanCloudHash"),
+    ("public", "public"),
+    ("created", "created"),
+)
+STRING_KEYS = ("name", "description", "ref", "leanHash", "leanCloudHash")
+INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version as the API lists it.
+
+    ``fields`` holds the seven modelled fields in column order (see
+    FIELD_KEYS); ``raw`` is the whole JSON object, unknown keys included.
+    """
+
+    id: int
+    fields: tuple
+    raw: dict
+
+
+def parse_json(text: str | bytes, *, source: str) -> Any:
+    """Parse a response body, with a clear message for HTML or garbage."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        head = text[:40].decode("utf-8", "replace") if isinstance(text, bytes) else text[:40]
+        head = " ".join(head.split())
+        kind = "HTML" if head.lstrip().startswith("<") else "not JSON"
+        raise PayloadError(f"the response from {source} is {kind} (it starts with {head!r})") from None
+
+
+def api_errors(document: Any) -> list[str] | None:
+    """The API's own error messages if it reported `success: false`, else None."""
+    if isinstance(document, dict) and document.get("success") is False:
+        errors = document.get("errors")
+        if isinstance(errors, list):
+            return [str(e) for e in errors]
+        return [str(errors)] if errors else []
+    return None
+
+
+def parse_created(value: str) -> datetime:
+    """The API sends "2023-03-21 20:45:48" (UTC, no zone) or ISO 8601 with Z."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def validate_document(document: Any, *, source: str) -> list[Version]:
+    """Turn a parsed response into versions, or raise PayloadError."""
+    if not isinstance(document, dict):
+        raise PayloadError(
+            f"the response from {source} is a JSON {_json_type(document)}, not an object"
+        )
+    errors = api_errors(document)
+    if errors is not None:
+        shown = "; ".join(errors) if errors else "no error message"
+        raise PayloadError(f"QuantConnect reported success: false from {source}: {shown}")
+    if "versions" not in document:
+        raise PayloadError(f'the response from {source} has no "versions" list')
+    items = document["versions"]
+    if not isinstance(items, list):
+        raise PayloadError(
+            f'the response from {source} has "versions" as a JSON {_json_type(items)}, not a list'
+        )
+
+    versions: list[Version] = []
+    first_index: dict[int, int] = {}
+    for index, item in enumerate(items):
+        version = _validate_item(item, index, source)
+        earlier = first_index.setdefault(version.id, index)
+        if earlier != index:
+            raise PayloadError(
+                f"{source}: versions[{index}] (id {version.id}) repeats the id of versions[{earlier}]"
+            )
+        versions.append(version)
+    return versions
+
+
+def _validate_item(item: Any, index: int, source: str) -> Version:
+    if not isinstance(item, dict):
+        raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(item)}, not an object")
+    where = f"{source}: versions[{index}]"
+    if "id" not in item:
+        raise PayloadError(f'{where} has no "id"')
+    id_ = item["id"]
+    if type(id_) is not int:  # bool is a subclass of int: reject it too
+        raise PayloadError(f'{where}: field "id" is a JSON {_json_type(id_)}, not an integer: {id_!r}')
+    if not -INT32 <= id_ < INT32:
+        raise PayloadError(f'{where}: field "id" is out of range: {id_}')
+    where = f"{where} (id {id_})"
+
+    get = item.get
+    for key in STRING_KEYS:
+        value = get(key)
+        if value is not None and type(value) is not str:
+            raise PayloadError(
+                f'{where}: field "{key}" is a JSON {_json_type(value)}, not a string: {_short(value)}'
+            )
+
+    public = get("public")
+    if public is not None and type(public) is not bool:
+        if type(public) is int and public in (0, 1):
+            public = bool(public)
+        else:
+            raise PayloadError(f'{where}: field "public" is not a boolean or 0/1: {_short(public)}')
+
+    created = get("created")
+    if created is not None:
+        if type(created) is not str:
+            raise PayloadError(
+                f'{where}: field "created" is a JSON {_json_type(created)}, not a timestamp string: {_short(created)}'
+            )
+        try:
+            created = parse_created(created)
+        except ValueError:
+            raise PayloadError(f'{where}: field "created" is not a valid timestamp: {created!r}') from None
+
+    fields = (
+        get("name"),
+        get("description"),
+        get("ref"),
+        get("leanHash"),
+        get("leanCloudHash"),
+        public,
+        created,
+    )
+    return Version(id=id_, fields=fields, raw=item)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,38 @@
+"""Realistic `lean/versions/read` responses built from QuantConnect/Lean's tags.
+
+Used to make the shipped sample (examples/), test fixtures and benchmark
+payloads. The tag list (id, commit hash, commit time, subject) comes from
+the public QuantConnect/Lean repository (Apache-2.0). Fields the tags do not
+carry (name, ref, leanCloudHash) are made up in a fixed, plausible way.
+"""
+
+import csv
+import hashlib
+from pathlib import Path
+
+
+def read_tags(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def cloud_hash(lean_hash: str) -> str:
+    return hashlib.sha1(f"cloud:{lean_hash}".encode()).hexdigest()
+
+
+def version_from_tag(tag: dict) -> dict:
+    tag_id = int(tag["id"])
+    return {
+        "id": tag_id,
+        "created": tag["committed_utc"],  # the API's own format: "2023-03-21 20:45:48", UTC
+        "description": tag["subject"],
+        "leanHash": tag["lean_hash"],
+        "leanCloudHash": cloud_hash(tag["lean_hash"]),
+        "name": f"v2.5.{tag_id}",
+        "ref": "master",
+        "public": True,
+    }
+
+
+def response(versions: list[dict]) -> dict:
+    return {"versions": versions, "success": True, "errors": []}
