@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 
 from leansync.errors import ConfigError, DatabaseError, SchemaError
 
@@ -67,7 +68,7 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, **_server_options(parsed))
     except NoSuchModuleError:
         raise ConfigError(f"unsupported database URL scheme in {safe_url(url)}") from None
     except ImportError as exc:
@@ -78,6 +79,24 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
+
+
+PG_CONNECT_TIMEOUT_S = 10
+
+
+def _server_options(parsed) -> dict:
+    """Engine options for client/server databases."""
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    options: dict = {
+        # A run is short and opens a handful of connections: a pool would only
+        # keep idle sessions open on a shared server after the work is done.
+        "poolclass": NullPool,
+    }
+    if parsed.get_driver_name() == "psycopg" and "connect_timeout" not in parsed.query:
+        # Fail within seconds, not minutes, when the server is unreachable.
+        options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return options
 
 
 def _configure_sqlite(engine: Engine) -> None:

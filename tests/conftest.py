@@ -6,7 +6,10 @@ or QuantConnect's variables. ``database_url`` is parametrised over the
 backends: each test that takes it runs on SQLite and on PostgreSQL.
 """
 
+import gc
 import json
+import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from click.testing import CliRunner
 
 from leansync.cli import cli
 from leansync.samples import read_tags, response, version_from_tag
+from pg_cluster import INSTALL_HINT, PostgresCluster, find_bindir
 
 DATA = Path(__file__).parent / "data"
 ENV_VARS = (
@@ -34,12 +38,84 @@ def isolated_env(tmp_path_factory, monkeypatch):
     return home
 
 
-@pytest.fixture(params=["sqlite"])
+BACKENDS = ["sqlite", "postgresql"]
+REQUIRE_POSTGRES = "LEANSYNC_REQUIRE_POSTGRES"
+
+
+def _postgres_unavailable(reason: str):
+    """Skip, or fail where PostgreSQL is required (CI sets LEANSYNC_REQUIRE_POSTGRES=1)."""
+    if os.environ.get(REQUIRE_POSTGRES) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_POSTGRES}=1, so PostgreSQL tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL server for the whole session (see tests/pg_cluster.py)."""
+    bindir = find_bindir()
+    if bindir is None:
+        _postgres_unavailable(INSTALL_HINT)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _postgres_unavailable("psycopg is not installed; pip install '.[test]' (it pulls in leansync[postgres])")
+    cluster = PostgresCluster(bindir)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_cluster):
+    """The name of a fresh, empty database on the session's cluster, dropped afterwards."""
+    name = postgres_cluster.create_database()
+    yield name
+    leaked = _collect_leaked_connections()
+    postgres_cluster.drop_database(name)
+    if leaked:
+        pytest.fail(f"the test left {leaked} psycopg connection(s) open; dispose() engines it creates "
+                    "(leansync's own engines use NullPool on PostgreSQL)", pytrace=False)
+
+
+def _collect_leaked_connections() -> int:
+    """Collect garbage now, counting psycopg connections that were never closed.
+
+    Otherwise their ResourceWarning surfaces (as an error) in whichever later
+    test the garbage collector happens to run.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    return sum("psycopg" in str(w.message) for w in caught if issubclass(w.category, ResourceWarning))
+
+
+@pytest.fixture(params=BACKENDS)
 def database_url(request, tmp_path):
-    """A fresh, empty database on each backend."""
+    """A fresh, empty database on each backend.
+
+    PostgreSQL URLs name the psycopg 3 driver explicitly
+    (``postgresql+psycopg://postgres@127.0.0.1:PORT/test_N``), so tests may hand
+    them to SQLAlchemy's create_engine as well as to leansync.
+    """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'history.db'}"
-    raise NotImplementedError(request.param)
+    cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.url(request.getfixturevalue("postgres_database"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """`postgres_only` tests run only with the PostgreSQL database_url."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec else None
+        if item.get_closest_marker("postgres_only") and backend == "sqlite":
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -48,16 +48,20 @@ def current_command(app: AppContext):
     Example:
       leansync --database-url postgresql://leansync@db/leansync db current
     """
-    from leansync.database import SCHEMA_HEAD, current_revision, database_errors, make_engine, safe_url
-    from leansync.sync import database_exists
+    from leansync.database import (SCHEMA_HEAD, current_revision, database_errors, known_revisions,
+                                   make_engine, safe_url)
 
     url = app.resolved_database_url()
-    click.echo(safe_url(url))
-    if not database_exists(url):
-        click.echo("revision: none (the database does not exist yet)")
-        return
-    engine = make_engine(url)
+    click.echo(safe_url(url))  # first, so the URL in use shows even when it cannot be opened
+    engine = make_engine(url)  # never creates: a missing SQLite file is an error naming it
     with database_errors(url), engine.connect() as conn:
         revision = current_revision(conn)
-    state = "head" if revision == SCHEMA_HEAD else "not head: run `leansync db upgrade`"
-    click.echo(f"revision: {revision or 'none'} ({state if revision else 'empty database'})")
+    if revision is None:
+        state = "empty database: run `leansync db upgrade`"
+    elif revision == SCHEMA_HEAD:
+        state = "head"
+    elif revision in known_revisions():
+        state = "not head: run `leansync db upgrade`"
+    else:
+        state = f"unknown to this leansync, whose newest is {SCHEMA_HEAD}: upgrade leansync"
+    click.echo(f"revision: {revision or 'none'} ({state})")

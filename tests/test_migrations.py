@@ -1,0 +1,337 @@
+"""Migrations: up from empty, the stairway, models == migrations, and the
+schema checks that guard a database leansync does not understand.
+
+Patterns after schireson/pytest-alembic (stairway, model match) and
+pallets-eco/flask-alembic (compare_metadata on a live connection).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, text
+
+from leansync import database
+from leansync.models import metadata
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "lean-versions-read.json"
+FUTURE_REVISION = "9f3c0ffee"  # a revision written by some newer leansync
+LEANSYNC_TABLES = {"lean_version", "lean_hash", "lean_version_history", "sync_run"}
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(database.alembic_config())
+
+
+def revisions_oldest_first():
+    return list(reversed(list(script_directory().walk_revisions())))
+
+
+def engine_for(url):
+    return database.make_engine(url, create=True)
+
+
+def revision_of(url) -> str | None:
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return database.current_revision(conn)
+    finally:
+        engine.dispose()
+
+
+def tables_of(url) -> set[str]:
+    engine = engine_for(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def migrate(url, step, target):
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            step(conn, target)
+    finally:
+        engine.dispose()
+
+
+def schema_diff(url, target_metadata=metadata) -> list:
+    """What autogenerate would write to go from the database to ``target_metadata``."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(context, target_metadata)
+    finally:
+        engine.dispose()
+
+
+def dump(url) -> dict[str, list]:
+    """Every row of every table, sorted: a backend-neutral picture of the data."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            names = inspect(conn).get_table_names()
+            return {name: sorted((tuple(row) for row in conn.execute(text(f'SELECT * FROM "{name}"'))), key=repr)
+                    for name in names}
+    finally:
+        engine.dispose()
+
+
+def sqlite_file(url) -> Path | None:
+    return database.sqlite_path(url)
+
+
+def assert_one_clean_line(result, *fragments):
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("leansync: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# -- upgrade, downgrade, stairway ---------------------------------------------
+
+def test_upgrade_from_empty_to_head(database_url):
+    assert tables_of(database_url) == set()
+    migrate(database_url, database.upgrade, "head")
+    assert revision_of(database_url) == script_directory().get_current_head()
+    assert tables_of(database_url) == LEANSYNC_TABLES | {"alembic_version"}
+
+
+def test_stairway_each_revision_up_down_up(database_url):
+    revisions = revisions_oldest_first()
+    assert revisions, "no migrations found"
+    for revision in revisions:
+        migrate(database_url, database.upgrade, revision.revision)
+        assert revision_of(database_url) == revision.revision
+        migrate(database_url, database.downgrade, revision.down_revision or "base")
+        assert revision_of(database_url) == revision.down_revision
+        migrate(database_url, database.upgrade, revision.revision)
+        assert revision_of(database_url) == revision.revision
+    assert revision_of(database_url) == database.SCHEMA_HEAD
+
+
+def test_downgrade_to_base_and_up_again(database_url, run):
+    assert run("sync", "--from-file", EXAMPLE).exit_code == 0
+    migrate(database_url, database.downgrade, "base")
+    assert revision_of(database_url) is None
+    assert tables_of(database_url) - {"alembic_version"} == set()
+
+    migrate(database_url, database.upgrade, "head")
+    assert revision_of(database_url) == database.SCHEMA_HEAD
+    assert schema_diff(database_url) == []
+    # The rebuilt schema takes a full sync again.
+    result = run("sync", "--from-file", EXAMPLE, "--json")
+    assert result.exit_code == 0, result.output
+    assert '"inserted": 4289' in result.stdout
+
+
+def test_schema_head_constant_matches_the_scripts():
+    script = script_directory()
+    assert len(script.get_heads()) == 1, "migrations must form one line"
+    assert database.SCHEMA_HEAD == script.get_current_head()
+    assert database.known_revisions() == {r.revision for r in script.walk_revisions()}
+
+
+def test_every_migration_file_is_a_revision():
+    """A migration file that Alembic does not pick up would never run."""
+    files = {p.stem for p in (REPO / "migrations" / "versions").glob("*.py") if p.stem != "__init__"}
+    assert files, "no migration files"
+    modules = {Path(r.path).stem for r in script_directory().walk_revisions()}
+    assert modules == files
+
+
+# -- models and migrations agree ------------------------------------------------
+
+def test_autogenerate_finds_no_difference_between_models_and_migrations(database_url):
+    migrate(database_url, database.upgrade, "head")
+    assert schema_diff(database_url) == []
+
+
+def test_model_check_sees_a_column_or_table_the_migrations_lack(database_url):
+    """The check above can fail: a model ahead of the migrations is reported."""
+    migrate(database_url, database.upgrade, "head")
+    ahead = MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
+        table.to_metadata(ahead)
+    ahead.tables["lean_version"].append_column(Column("maintainer", Text))
+    Table("lean_release_note", ahead, Column("id", Integer, primary_key=True))
+
+    diff = schema_diff(database_url, ahead)
+    ops = {(entry[0], getattr(entry[-1], "name", None)) for entry in diff if isinstance(entry, tuple)}
+    assert ("add_column", "maintainer") in ops
+    assert ("add_table", "lean_release_note") in ops
+
+
+def test_model_check_sees_a_database_that_drifted(database_url):
+    """... and so is a database changed behind the migrations' back."""
+    migrate(database_url, database.upgrade, "head")
+    engine = engine_for(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE lean_version ADD COLUMN note TEXT"))
+        conn.execute(text("DROP INDEX ix_sync_run_started_at"))
+    engine.dispose()
+
+    diff = schema_diff(database_url)
+    kinds = {entry[0] for entry in diff if isinstance(entry, tuple)}
+    assert "remove_column" in kinds
+    assert "add_index" in kinds
+
+
+# -- the `alembic` command from a checkout ----------------------------------------
+
+def test_alembic_upgrade_head_from_the_checkout_honours_the_env_url(database_url, tmp_path, isolated_env):
+    env = {**os.environ, "LEANSYNC_DATABASE_URL": database_url}
+    result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert revision_of(database_url) == database.SCHEMA_HEAD
+    assert schema_diff(database_url) == []
+    # It used the URL from the environment, not leansync's default file.
+    assert not list(isolated_env.rglob("leansync.db"))
+
+
+# -- databases leansync must not touch ------------------------------------------------
+
+def _stamp_future(url):
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE_REVISION})
+    engine.dispose()
+
+
+@pytest.mark.parametrize("command", [["sync", "--from-file", str(EXAMPLE)], ["db", "upgrade"]],
+                         ids=["sync", "db-upgrade"])
+def test_a_schema_from_the_future_is_refused_and_left_untouched(database_url, run, write_response,
+                                                                tag_versions, command):
+    assert run("sync", "--from-file", write_response(tag_versions[:50])).exit_code == 0
+    _stamp_future(database_url)
+    before = dump(database_url)
+    path = sqlite_file(database_url)
+    before_bytes = path.read_bytes() if path else None
+
+    result = run(*command)
+
+    assert result.exit_code == 2
+    assert_one_clean_line(result, FUTURE_REVISION, "upgrade leansync")
+    assert dump(database_url) == before
+    if path:
+        assert path.read_bytes() == before_bytes
+
+
+def test_db_current_names_a_revision_from_the_future(database_url, run):
+    migrate(database_url, database.upgrade, "head")
+    _stamp_future(database_url)
+    result = run("db", "current")
+    assert FUTURE_REVISION in result.stdout
+    assert "upgrade leansync" in result.stdout
+    assert "db upgrade" not in result.stdout  # that would be refused
+
+
+def test_sync_brings_an_emptied_database_to_head(database_url, run):
+    migrate(database_url, database.upgrade, "head")
+    migrate(database_url, database.downgrade, "base")
+    result = run("sync", "--from-file", EXAMPLE)
+    assert result.exit_code == 0, result.output
+    assert revision_of(database_url) == database.SCHEMA_HEAD
+
+
+# -- bad URLs and unreachable databases ---------------------------------------------
+
+@pytest.mark.parametrize("command", [["sync", "--from-file", str(EXAMPLE)], ["db", "upgrade"], ["db", "current"]])
+@pytest.mark.parametrize("url, expected", [
+    ("not a database url", "malformed"),
+    ("nosuchdb://host/name", "unsupported"),
+])
+def test_a_malformed_database_url_is_a_clear_error(tmp_path, monkeypatch, url, expected, command):
+    from click.testing import CliRunner
+
+    from leansync.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--database-url", url, *command])
+    assert result.exit_code == 2, result.output
+    assert_one_clean_line(result, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _invoke(url, *args):
+    from click.testing import CliRunner
+
+    from leansync.cli import cli
+
+    return CliRunner().invoke(cli, ["--database-url", url, *args])
+
+
+@pytest.mark.parametrize("command", [["sync", "--from-file", str(EXAMPLE)], ["db", "upgrade"], ["db", "current"]])
+def test_an_unreachable_postgresql_is_a_clear_error_with_the_password_masked(command):
+    url = "postgresql://leansync:s3cr3t-pw@127.0.0.1:1/leansync"  # nothing listens on port 1
+    result = _invoke(url, *command)
+    assert result.exit_code in (1, 2), result.output
+    assert_one_clean_line(result, "127.0.0.1:1")
+    assert "s3cr3t-pw" not in result.output
+
+
+@pytest.mark.parametrize("command", [["sync", "--from-file", str(EXAMPLE)], ["db", "upgrade"]])
+def test_a_sqlite_file_that_cannot_be_created_is_a_clear_error(tmp_path, command):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    result = _invoke(f"sqlite:///{blocker / 'history.db'}", *command)
+    assert result.exit_code in (1, 2), result.output
+    assert_one_clean_line(result, str(blocker))
+
+
+def test_a_folder_given_as_the_sqlite_file_is_a_clear_error(tmp_path):
+    result = _invoke(f"sqlite:///{tmp_path}", "sync", "--from-file", str(EXAMPLE))
+    assert result.exit_code in (1, 2), result.output
+    assert_one_clean_line(result, str(tmp_path))
+
+
+# -- db current ---------------------------------------------------------------------
+
+def test_db_current_prints_the_url_and_the_revision(database_url, run):
+    assert run("db", "upgrade").exit_code == 0
+    result = run("db", "current")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == database.safe_url(database_url)
+    assert lines[1] == f"revision: {database.SCHEMA_HEAD} (head)"
+
+
+def test_db_current_masks_the_password():
+    from sqlalchemy.engine import make_url
+
+    url = "postgresql://leansync:s3cr3t-pw@127.0.0.1:1/leansync"
+    result = _invoke(url, "db", "current")
+    assert result.stdout.splitlines()[0] == "postgresql://leansync:***@127.0.0.1:1/leansync"
+    assert make_url(result.stdout.splitlines()[0]).password == "***"
+    assert "s3cr3t-pw" not in result.output
+
+
+def test_db_current_does_not_create_a_missing_sqlite_database(tmp_path):
+    missing = tmp_path / "sub" / "history.db"
+    result = _invoke(f"sqlite:///{missing}", "db", "current")
+    assert result.stdout.splitlines()[0] == f"sqlite:///{missing}"
+    assert result.exit_code == 2
+    assert_one_clean_line(result, str(missing))
+    assert not missing.parent.exists()
+
+
+def test_db_upgrade_creates_the_database_and_is_idempotent(database_url, run):
+    first = run("db", "upgrade")
+    assert first.exit_code == 0, first.output
+    assert f"schema revision {database.SCHEMA_HEAD}" in first.stdout
+    second = run("db", "upgrade")
+    assert second.exit_code == 0
+    assert revision_of(database_url) == database.SCHEMA_HEAD
+    assert schema_diff(database_url) == []
