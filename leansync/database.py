@@ -118,15 +118,14 @@ def enable_wal(engine: Engine) -> None:
     """WAL is a property of the file; set it once, outside a transaction."""
     if engine.dialect.name != "sqlite" or sqlite_path(str(engine.url)) is None:
         return
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+    # connect(), unlike raw_connection(), wraps a failure to open the file in
+    # DBAPIError, which database_errors() turns into one sentence.
+    with engine.connect() as connection:
+        cursor = connection.connection.dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode")
         if cursor.fetchone()[0].lower() != "wal":
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
-    finally:
-        raw.close()
 
 
 @contextmanager
