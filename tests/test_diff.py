@@ -6,7 +6,6 @@ seeded random walk checks the invariants over long sequences of runs.
 """
 
 import random
-from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -441,7 +440,8 @@ def random_list(rng: random.Random, previous: list[Version]) -> list[Version]:
             by_id[id_] = random_version(rng, id_)
     for id_ in list(by_id):
         if rng.random() < 0.1:  # a raw-only change
-            by_id[id_] = replace(by_id[id_], raw={**by_id[id_].raw, "tag": rng.random()})
+            old = by_id[id_]
+            by_id[id_] = Version(id=old.id, fields=old.fields, raw={**old.raw, "tag": rng.random()})
     versions = list(by_id.values())
     rng.shuffle(versions)
     return versions
@@ -454,9 +454,10 @@ def apply_to_model(model: dict[int, StoredVersion], known: set, p: Plan) -> None
     for c in p.updated + p.restored:
         model[c.version.id] = StoredVersion(c.version.id, c.version.fields, c.version.raw, removed=False)
     for v in p.raw_refreshed:
-        model[v.id] = replace(model[v.id], raw=v.raw)
+        model[v.id] = StoredVersion(v.id, v.fields, v.raw, removed=False)
     for vid in p.removed:
-        model[vid] = replace(model[vid], removed=True)
+        old = model[vid]
+        model[vid] = StoredVersion(vid, old.fields, old.raw, removed=True)
     known |= {(h.kind, h.hash) for h in p.new_hashes}
 
 
@@ -466,12 +467,14 @@ def test_random_runs_keep_the_invariants(seed):
     model: dict[int, StoredVersion] = {}
     known: set[tuple[str, str]] = set()
     incoming: list[Version] = []
+    totals = dict.fromkeys(["inserted", "updated", "removed", "restored", "new_hashes"], 0)
     for _ in range(25):
         incoming = random_list(rng, incoming)
         before = dict(model)
         known_before = set(known)
         p = plan_sync(stored=list(model.values()), known_hashes=set(known), incoming=incoming)
         counts = p.counts()
+        totals = {k: totals[k] + counts[k] for k in totals}
 
         # Every listed version is classified exactly once.
         assert counts["inserted"] + counts["updated"] + counts["unchanged"] + counts["restored"] == len(incoming)
@@ -515,3 +518,4 @@ def test_random_runs_keep_the_invariants(seed):
         assert not again.has_changes
         assert again.raw_refreshed == []
         assert again.unchanged == len(incoming)
+    assert all(totals.values()), totals  # the walk exercised every kind of change
