@@ -93,9 +93,12 @@ def _server_options(parsed) -> dict:
         # keep idle sessions open on a shared server after the work is done.
         "poolclass": NullPool,
     }
-    if parsed.get_driver_name() == "psycopg" and "connect_timeout" not in parsed.query:
-        # Fail within seconds, not minutes, when the server is unreachable.
-        options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    if parsed.get_driver_name() == "psycopg":
+        # No hstore columns here: skip the type lookup SQLAlchemy makes on every connect.
+        options["use_native_hstore"] = False
+        if "connect_timeout" not in parsed.query:
+            # Fail within seconds, not minutes, when the server is unreachable.
+            options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     return options
 
 

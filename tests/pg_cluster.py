@@ -100,6 +100,7 @@ class PostgresCluster:
     port: int = field(init=False, default=0)
     user: pwd.struct_passwd | None = field(init=False, default=None)
     _names: itertools.count = field(init=False, default_factory=lambda: itertools.count(1))
+    _admin: object = field(init=False, default=None)  # psycopg.Connection, kept for create/drop
 
     @property
     def datadir(self) -> Path:
@@ -164,6 +165,8 @@ class PostgresCluster:
             conf.write("\n# leansync tests\n" + lines)
 
     def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
         try:
             if (self.datadir / "postmaster.pid").exists():
                 self._run(self.bindir / "pg_ctl", "stop", "-D", self.datadir, "-m", "immediate", "-w")
@@ -182,13 +185,16 @@ class PostgresCluster:
         return psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
                                autocommit=True, connect_timeout=30)
 
+    def _admin_connection(self):
+        if self._admin is None or self._admin.closed:
+            self._admin = self.admin()
+        return self._admin
+
     def create_database(self) -> str:
         name = f"test_{next(self._names)}"
-        with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        self._admin_connection().execute(f'CREATE DATABASE "{name}"')
         return name
 
     def drop_database(self, name: str) -> None:
-        with self.admin() as conn:
-            # FORCE: a test that leaked a connection must not keep its database alive.
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # FORCE: a test that leaked a connection must not keep its database alive.
+        self._admin_connection().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
