@@ -101,7 +101,8 @@ def _print_result(result, *, as_json: bool, quiet: bool) -> None:
     plan = result.plan
     if as_json:
         if result.dry_run:
-            document = {"status": "dry_run", **plan.counts(), "changes": plan.changes()}
+            # The same keys as a real run (run_id null: nothing was recorded) plus the plan.
+            document = {"status": "dry_run", "run_id": None, **plan.counts(), "changes": plan.changes()}
         else:
             document = {"status": "success", "run_id": result.run_id, **plan.counts()}
         click.echo(json.dumps(document))
