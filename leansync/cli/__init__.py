@@ -104,3 +104,9 @@ from leansync.cli import sync as _sync  # noqa: E402
 
 cli.add_command(_sync.sync_command)
 cli.add_command(_db.db_group)
+
+from leansync.cli import query as _query  # noqa: E402
+
+for _command in (_query.versions_command, _query.show_command, _query.hashes_command,
+                 _query.changes_command, _query.runs_command, _query.check_command):
+    cli.add_command(_command)

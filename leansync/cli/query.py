@@ -1,0 +1,288 @@
+"""The read-only commands: versions, show, hashes, changes, runs, check.
+
+They never create or migrate a database. The queries live in leansync.read
+(imported inside the commands: SQLAlchemy must not load for `--help`).
+"""
+
+import sys
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import click
+
+from leansync.cli import AppContext, verbosity_options
+from leansync.cli.render import describe_changes, emit, format_option, shorten, text_value
+from leansync.timespec import TimespecError, parse_duration, parse_when
+
+NOW_KEY = "leansync.now"
+
+
+def command_now(ctx: click.Context) -> datetime:
+    """One "now" per command line, so `--since 7d --until 1d` measure from the same moment."""
+    root = ctx.find_root()
+    return root.meta.setdefault(NOW_KEY, datetime.now(timezone.utc))
+
+
+class When(click.ParamType):
+    name = "WHEN"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_when(value, now=command_now(ctx))
+        except TimespecError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        try:
+            duration = parse_duration(value)
+        except TimespecError as exc:
+            self.fail(str(exc), param, ctx)
+        if not duration:
+            self.fail(f"{value!r} is zero; give a positive duration such as 26h", param, ctx)
+        return duration
+
+
+@contextmanager
+def reading(app: AppContext):
+    """A read-only connection to an existing database at the current schema."""
+    from leansync.database import database_errors
+    from leansync.read import open_database
+
+    url = app.resolved_database_url()
+    engine = open_database(url)
+    try:
+        with database_errors(url), engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+# --- versions ----------------------------------------------------------------
+
+@click.command("versions")
+@click.option("--all", "show_all", is_flag=True, help="Include removed versions.")
+@click.option("--removed", is_flag=True, help="Only removed versions.")
+@click.option("--public/--private", default=None, help="Only public, or only private, versions.")
+@click.option("--as-of", "as_of", type=When(), metavar="WHEN",
+              help="The list as it was at WHEN, from the history (ISO date or date-time, or 90m/12h/7d ago).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N versions.")
+@format_option
+@verbosity_options
+@click.pass_obj
+def versions_command(app: AppContext, show_all, removed, public, as_of, limit, fmt):
+    """List the versions currently listed, newest id first.
+
+    JSON and CSV carry every column; with --as-of the columns are the state
+    at that moment and its valid_from/valid_to.
+
+    \b
+    Example:
+      leansync versions --public --limit 5
+      leansync versions --as-of 2026-03-01 --format csv > versions-2026-03-01.csv
+    """
+    from leansync import read
+
+    if show_all and removed:
+        raise click.UsageError("--all and --removed cannot be combined")
+    if as_of is not None and (show_all or removed):
+        raise click.UsageError("--as-of lists what was listed at that moment; it cannot be combined "
+                               "with --all or --removed")
+    with reading(app) as conn:
+        if as_of is not None:
+            rows = read.versions_as_of(conn, as_of, public=public, limit=limit)
+            columns, extra = read.AS_OF_COLUMNS, ["valid_from"]
+        else:
+            which = "all" if show_all else "removed" if removed else "listed"
+            rows = read.versions(conn, which=which, public=public, limit=limit)
+            columns, extra = read.VERSION_COLUMNS, ["removed_at"] if (show_all or removed) else []
+    table = ["id", "name", "ref", "public", "created", "lean_hash", "lean_cloud_hash", *extra, "description"]
+    emit(rows, columns, fmt, table_columns=table,
+         cells={"description": lambda row: shorten(text_value(row["description"]))})
+
+
+# --- show --------------------------------------------------------------------
+
+@click.command("show")
+@click.argument("version_id", metavar="ID", type=int)
+@format_option
+@verbosity_options
+@click.pass_obj
+def show_command(app: AppContext, version_id: int, fmt: str):
+    """Show one version and every state it has had.
+
+    Each state has valid_from, valid_to, the event that opened it, what ended
+    it (changed or removed) and the changed fields with old → new values.
+
+    \b
+    Example:
+      leansync show 17810
+      leansync show 17810 --format json
+    """
+    from leansync import read
+    from leansync.database import safe_url
+    from leansync.errors import LeansyncError
+
+    with reading(app) as conn:
+        try:
+            summary = read.version_summary(conn, version_id)
+        except read.NotFound:
+            raise LeansyncError(f"version {version_id} is not in {safe_url(app.resolved_database_url())}") from None
+        states = read.version_states(conn, version_id)
+    if fmt != "table":
+        emit(states, read.STATE_COLUMNS, fmt)
+        return
+    status = f"removed {text_value(summary['removed_at'])}" if summary["removed_at"] else "listed"
+    click.echo(f"version {version_id}: {status}; first seen {text_value(summary['first_seen_at'])}, "
+               f"last seen {text_value(summary['last_seen_at'])}, updated {text_value(summary['updated_at'])}")
+    width = max(len(name) for name in read.API_FIELDS)
+    for name in read.API_FIELDS:
+        click.echo(f"  {name.ljust(width)}  {text_value(summary[name])}")
+    click.echo()
+    emit(states, read.STATE_COLUMNS, fmt, table_columns=["valid_from", "valid_to", "event", "ended_by", "changes"],
+         cells={"changes": lambda row: describe_changes(row["changes"])})
+
+
+# --- hashes ------------------------------------------------------------------
+
+@click.command("hashes")
+@click.option("--kind", type=click.Choice(["lean", "lean_cloud"]), help="Only hashes of this kind.")
+@click.option("--since", type=When(), metavar="WHEN", help="Only hashes first seen at or after WHEN.")
+@format_option
+@verbosity_options
+@click.pass_obj
+def hashes_command(app: AppContext, kind, since, fmt):
+    """List hashes: when each first appeared, on which version.
+
+    Newest first; first_version_id is the lowest id carrying the hash in the
+    run that first saw it.
+
+    \b
+    Example:
+      leansync hashes --kind lean --since 7d
+    """
+    from leansync import read
+
+    with reading(app) as conn:
+        rows = read.hashes(conn, kind=kind, since=since)
+    emit(rows, read.HASH_COLUMNS, fmt)
+
+
+# --- changes -----------------------------------------------------------------
+
+def _event_detail(row: dict) -> str:
+    if row["event"] == "new_hash":
+        return f"{row['hash_kind']} {row['hash']}"
+    return describe_changes(row["changes"])
+
+
+@click.command("changes")
+@click.option("--since", type=When(), metavar="WHEN", required=True, help="From WHEN (inclusive).")
+@click.option("--until", type=When(), metavar="WHEN", help="Up to WHEN (exclusive); default: now.")
+@format_option
+@verbosity_options
+@click.pass_obj
+def changes_command(app: AppContext, since, until, fmt):
+    """Print what changed, event by event in time order.
+
+    Events: new_version, changed, removed, restored, new_hash (from the
+    lean_version_event view). Changed and restored events show the fields
+    that differ, old → new. --since is inclusive, --until exclusive.
+
+    \b
+    Example:
+      leansync changes --since 7d            # what changed this week
+      leansync changes --since 2026-03-01 --until 2026-04-01 --format json
+    """
+    from leansync import read
+
+    if until is not None and until <= since:
+        raise click.UsageError("--until must be later than --since")
+    with reading(app) as conn:
+        rows = read.events(conn, since=since, until=until)
+    emit(rows, read.EVENT_COLUMNS, fmt, table_columns=["event_time", "event", "version_id", "detail"],
+         cells={"detail": _event_detail})
+
+
+# --- runs --------------------------------------------------------------------
+
+@click.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+              help="At most N runs.")
+@format_option
+@verbosity_options
+@click.pass_obj
+def runs_command(app: AppContext, limit, fmt):
+    """List recent sync runs with status, counts and errors.
+
+    Newest first.
+
+    \b
+    Example:
+      leansync runs --limit 5
+    """
+    from leansync import read
+
+    with reading(app) as conn:
+        rows = read.runs(conn, limit=limit)
+    table = ["id", "started_at", "status", "versions_seen", "inserted", "updated", "unchanged", "removed",
+             "restored", "new_hashes", "error"]
+    emit(rows, read.RUN_COLUMNS, fmt, table_columns=table,
+         cells={"error": lambda row: shorten(text_value(row["error"]))})
+
+
+# --- check -------------------------------------------------------------------
+
+UNKNOWN = 3
+
+
+class MonitoringCommand(click.Command):
+    """Bad arguments are UNKNOWN (exit 3), as the monitoring-plugin guidelines ask."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            click.echo(f"UNKNOWN - {' '.join(exc.format_message().split())}")
+            ctx.exit(UNKNOWN)
+
+
+@click.command("check", cls=MonitoringCommand)
+@click.option("--max-age", type=Duration(), required=True, metavar="DURATION",
+              help="Newest successful run may be at most this old (90m, 12h, 2d...).")
+@verbosity_options
+@click.pass_context
+def check_command(ctx: click.Context, max_age):
+    """Health check for monitoring (Nagios, Icinga, Sensu, Zabbix).
+
+    Prints `STATUS - message | perfdata` and exits 0 OK (the newest successful
+    sync is at most DURATION old), 1 WARNING (it is, but runs failed since),
+    2 CRITICAL (it is older, or there is none), 3 UNKNOWN (the database
+    cannot be read or does not exist). Perfdata: age in seconds (from that
+    run's started_at) and the number of failed runs since.
+
+    \b
+    Example:
+      leansync check --max-age 26h       # daily sync, a little slack
+    """
+    app: AppContext = ctx.obj
+    now = datetime.now(timezone.utc)
+    try:
+        from leansync import read
+
+        with reading(app) as conn:
+            health = read.health(conn)
+    except Exception as exc:  # anything that stops us reading is UNKNOWN, never a traceback
+        if app.verbose:
+            traceback.print_exc(file=sys.stderr)
+        click.echo(f"UNKNOWN - {' '.join(str(exc).split()) or type(exc).__name__}")
+        ctx.exit(UNKNOWN)
+    result = read.verdict(health, now=now, max_age=max_age)
+    click.echo(result.line)
+    ctx.exit(result.code)

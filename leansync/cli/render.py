@@ -1,0 +1,102 @@
+"""Print rows as an aligned table, JSON or CSV.
+
+JSON and CSV are the export path: every column, full values, timestamps as
+ISO-8601 UTC (`2026-03-01T09:00:00Z`, microseconds only when there are
+some), booleans as true/false. JSON is an array of objects keyed by column
+name; CSV has a header row and leaves NULL empty. The table is for people:
+a chosen subset of columns, aligned, hashes in full.
+"""
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import click
+
+from leansync.timespec import format_utc
+
+FORMATS = ("table", "json", "csv")
+TABLE_TEXT_WIDTH = 60  # long free text (descriptions, errors) is shortened in tables only
+
+
+def format_option(func):
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                        help="table for people; json (array of objects) or csv (header row) to export.")(func)
+
+
+def _json_value(value):
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+def text_value(value) -> str:
+    """A cell as text: the same spelling in CSV and tables."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if isinstance(value, dict):
+        return json.dumps(_json_value(value), ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+def to_json(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    document = [{name: _json_value(row[name]) for name in columns} for row in rows]
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([text_value(row[name]) for name in columns])
+    return buffer.getvalue().rstrip("\n")
+
+
+def shorten(text: str, width: int = TABLE_TEXT_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def to_table(rows: Sequence[dict], columns: Sequence[str],
+             cells: dict[str, Callable[[dict], str]] | None = None) -> str:
+    """Aligned columns; ``cells`` overrides how a column's cell is written."""
+    cells = cells or {}
+    body = [[cells[name](row) if name in cells else text_value(row[name]) for name in columns] for row in rows]
+    widths = [max([len(name), *(len(line[i]) for line in body)]) for i, name in enumerate(columns)]
+    lines = []
+    for line in [list(columns), *body]:
+        padded = [cell.ljust(width) for cell, width in zip(line, widths)]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def emit(rows: Sequence[dict], columns: Sequence[str], fmt: str, *, table_columns: Sequence[str] | None = None,
+         cells: dict[str, Callable[[dict], str]] | None = None) -> None:
+    if fmt == "json":
+        click.echo(to_json(rows, columns))
+    elif fmt == "csv":
+        click.echo(to_csv(rows, columns))
+    else:
+        click.echo(to_table(rows, table_columns or columns, cells))
+
+
+def describe_changes(changes: dict | None) -> str:
+    """`public: true → false; lean_hash: 692bae… → f9cad3…` (hashes in full)."""
+    if not changes:
+        return ""
+    parts = []
+    for name, pair in changes.items():
+        old, new = (text_value(pair[k]) if pair[k] is not None else "null" for k in ("old", "new"))
+        if name == "description":
+            old, new = shorten(old, 30), shorten(new, 30)
+        parts.append(f"{name}: {old} → {new}")
+    return "; ".join(parts)

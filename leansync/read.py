@@ -1,0 +1,305 @@
+"""Read-side queries: what `versions`, `show`, `hashes`, `changes`, `runs` and
+`check` print.
+
+Events come from the `lean_version_event` view and the listed versions from
+`lean_version_current` (migration 0002), so the command line and a reporting
+tool reading the views get the same answers. Every function returns plain
+rows (dicts keyed by column name, in column order) with Python values:
+timezone-aware UTC datetimes, bools, ints, strings and None.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    case,
+    func,
+    or_,
+    select,
+)
+
+from leansync.database import database_errors, make_engine, require_schema
+from leansync.models import API_FIELDS, RawJSON, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
+
+# The views, described for SQLAlchemy only. They live in their own MetaData
+# so that Alembic's autogenerate (which compares models.metadata) never
+# mistakes them for tables.
+views = MetaData()
+
+lean_version_current = Table(
+    "lean_version_current",
+    views,
+    Column("id", Integer, primary_key=True),
+    *[Column(name, lean_version.c[name].type) for name in API_FIELDS],
+    Column("first_seen_at", UTCDateTime),
+    Column("last_seen_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+    Column("raw", RawJSON),
+)
+
+lean_version_event = Table(
+    "lean_version_event",
+    views,
+    Column("event_time", UTCDateTime),
+    Column("event", Text),
+    Column("version_id", Integer),
+    Column("changed_fields", Text),
+    Column("hash_kind", Text),
+    Column("hash", Text),
+    Column("history_id", Integer),
+    Column("previous_history_id", Integer),
+    Column("sync_run_id", Integer),
+)
+
+EVENT_KINDS = ("new_version", "changed", "removed", "restored", "new_hash")
+
+VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at")
+AS_OF_COLUMNS = ("id", *API_FIELDS, "valid_from", "valid_to")
+STATE_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields", "changes",
+                 *API_FIELDS, "sync_run_id")
+HASH_COLUMNS = ("kind", "hash", "first_seen_at", "first_version_id", "sync_run_id")
+EVENT_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "hash_kind", "hash",
+                 "sync_run_id")
+RUN_COLUMNS = tuple(c.name for c in sync_run.columns)
+
+V = lean_version.c
+H = lean_version_history.c
+E = lean_version_event.c
+
+
+class NotFound(LookupError):
+    pass
+
+
+def open_database(url: str) -> Engine:
+    """An engine on an existing database at the current schema; creates and migrates nothing."""
+    engine = make_engine(url)
+    require_schema(engine)
+    return engine
+
+
+def _rows(result, columns) -> list[dict]:
+    return [{name: row._mapping.get(name) for name in columns} for row in result]
+
+
+def versions(conn: Connection, *, which: str = "listed", public: bool | None = None,
+             limit: int | None = None) -> list[dict]:
+    """Versions newest id first: ``which`` is listed (the default), all, or removed."""
+    if which == "listed":
+        view = lean_version_current.c
+        # removed_at is NULL for every listed version; _rows fills it in.
+        stmt = select(view.id, *[view[f] for f in API_FIELDS], view.first_seen_at, view.last_seen_at,
+                      view.updated_at)
+        table = view
+    else:
+        stmt = select(*[V[name] for name in VERSION_COLUMNS])
+        if which == "removed":
+            stmt = stmt.where(V.removed_at.is_not(None))
+        elif which != "all":
+            raise ValueError(which)
+        table = V
+    if public is not None:
+        stmt = stmt.where(table.public.is_(public))
+    stmt = stmt.order_by(table.id.desc()).limit(limit)
+    return _rows(conn.execute(stmt), VERSION_COLUMNS)
+
+
+def versions_as_of(conn: Connection, when: datetime, *, public: bool | None = None,
+                   limit: int | None = None) -> list[dict]:
+    """The list as it was at ``when``, from lean_version_history, newest id first."""
+    stmt = select(H.version_id.label("id"), *[H[f] for f in API_FIELDS], H.valid_from, H.valid_to).where(
+        H.valid_from <= when, or_(H.valid_to.is_(None), H.valid_to > when)
+    )
+    if public is not None:
+        stmt = stmt.where(H.public.is_(public))
+    stmt = stmt.order_by(H.version_id.desc()).limit(limit)
+    return _rows(conn.execute(stmt), AS_OF_COLUMNS)
+
+
+def _field_changes(old: dict | None, new: dict, changed_fields: str | None) -> dict | None:
+    """{field: {"old": ..., "new": ...}} for the fields a state changed."""
+    if old is None or not changed_fields:
+        return None
+    return {name: {"old": old[name], "new": new[name]} for name in changed_fields.split(",")}
+
+
+def version_summary(conn: Connection, version_id: int) -> dict:
+    row = conn.execute(select(*[V[name] for name in VERSION_COLUMNS]).where(V.id == version_id)).first()
+    if row is None:
+        raise NotFound(version_id)
+    return dict(row._mapping)
+
+
+def version_states(conn: Connection, version_id: int) -> list[dict]:
+    """Every state of one version, oldest first, with what opened and ended it."""
+    states = conn.execute(
+        select(H.id, *[H[name] for name in API_FIELDS], H.valid_from, H.valid_to, H.changed_fields,
+               H.sync_run_id)
+        .where(H.version_id == version_id)
+        .order_by(H.valid_from, H.id)
+    ).all()
+    events = conn.execute(
+        select(E.event, E.history_id, E.previous_history_id)
+        .where(E.version_id == version_id, E.history_id.is_not(None))
+    ).all()
+    opened = {e.history_id: e for e in events if e.event != "removed"}
+    removed = {e.history_id for e in events if e.event == "removed"}
+    by_id = {s.id: s._mapping for s in states}
+    out = []
+    for state in states:
+        s = state._mapping
+        event = opened.get(s["id"])
+        previous = by_id.get(event.previous_history_id) if event is not None else None
+        ended_by = None
+        if s["valid_to"] is not None:
+            ended_by = "removed" if s["id"] in removed else "changed"
+        out.append({
+            "version_id": version_id,
+            "valid_from": s["valid_from"],
+            "valid_to": s["valid_to"],
+            "event": event.event if event is not None else None,
+            "ended_by": ended_by,
+            "changed_fields": s["changed_fields"],
+            "changes": _field_changes(previous, s, s["changed_fields"]),
+            **{name: s[name] for name in API_FIELDS},
+            "sync_run_id": s["sync_run_id"],
+        })
+    return out
+
+
+def hashes(conn: Connection, *, kind: str | None = None, since: datetime | None = None) -> list[dict]:
+    """Hashes newest first, with the run and version that first carried them."""
+    h = lean_hash.c
+    stmt = select(*[h[name] for name in HASH_COLUMNS])
+    if kind is not None:
+        stmt = stmt.where(h.kind == kind)
+    if since is not None:
+        stmt = stmt.where(h.first_seen_at >= since)
+    stmt = stmt.order_by(h.first_seen_at.desc(), h.first_version_id.desc(), h.kind, h.hash)
+    return _rows(conn.execute(stmt), HASH_COLUMNS)
+
+
+# Within one run: a version's own events first, its new hashes after them.
+_EVENT_RANK = case({kind: rank for rank, kind in enumerate(EVENT_KINDS)}, value=E.event, else_=len(EVENT_KINDS))
+
+
+def events(conn: Connection, *, since: datetime, until: datetime | None = None) -> list[dict]:
+    """The change feed from lean_version_event: since inclusive, until exclusive, oldest first."""
+    new = lean_version_history.alias("new_state")
+    old = lean_version_history.alias("old_state")
+    stmt = (
+        select(
+            *[E[name] for name in EVENT_COLUMNS if name != "changes"],
+            *[new.c[f].label(f"new_{f}") for f in API_FIELDS],
+            *[old.c[f].label(f"old_{f}") for f in API_FIELDS],
+            old.c.id.label("old_id"),
+        )
+        .select_from(
+            lean_version_event.outerjoin(new, new.c.id == E.history_id)
+            .outerjoin(old, old.c.id == E.previous_history_id)
+        )
+        .where(E.event_time >= since)
+    )
+    if until is not None:
+        stmt = stmt.where(E.event_time < until)
+    stmt = stmt.order_by(E.event_time, E.version_id, _EVENT_RANK, E.hash_kind, E.hash)
+    out = []
+    for row in conn.execute(stmt):
+        m = row._mapping
+        old_values = {f: m[f"old_{f}"] for f in API_FIELDS} if m["old_id"] is not None else None
+        new_values = {f: m[f"new_{f}"] for f in API_FIELDS}
+        changes = _field_changes(old_values, new_values, m["changed_fields"])
+        out.append({name: changes if name == "changes" else m[name] for name in EVENT_COLUMNS})
+    return out
+
+
+def runs(conn: Connection, *, limit: int | None = None) -> list[dict]:
+    stmt = select(sync_run).order_by(sync_run.c.id.desc()).limit(limit)
+    return _rows(conn.execute(stmt), RUN_COLUMNS)
+
+
+# --- check: the monitoring-plugin verdict -----------------------------------
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATUS_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+@dataclass(frozen=True)
+class Health:
+    last_success_id: int | None
+    last_success_at: datetime | None
+    failed_since: int  # failed runs after the newest success (all of them if none)
+    last_error: str | None  # the newest failed run's error, if any failed since
+    listed: int  # versions listed now
+
+
+def health(conn: Connection) -> Health:
+    r = sync_run.c
+    last = conn.execute(
+        select(r.id, r.started_at).where(r.status == "success").order_by(r.started_at.desc(), r.id.desc()).limit(1)
+    ).first()
+    failed = select(r.id, r.error).where(r.status == "failed")
+    if last is not None:
+        failed = failed.where(r.started_at > last.started_at)
+    failures = conn.execute(failed.order_by(r.started_at.desc(), r.id.desc())).all()
+    listed = conn.execute(select(func.count()).select_from(lean_version_current)).scalar_one()
+    return Health(
+        last_success_id=last.id if last else None,
+        last_success_at=last.started_at if last else None,
+        failed_since=len(failures),
+        last_error=failures[0].error if failures else None,
+        listed=listed,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    code: int
+    message: str
+    age_seconds: int | None
+    failed: int
+    max_age_seconds: int
+
+    @property
+    def line(self) -> str:
+        """`STATUS - message | perfdata`; age's critical threshold is --max-age."""
+        age = "U" if self.age_seconds is None else f"{self.age_seconds}s"
+        perfdata = f"age={age};;{self.max_age_seconds};0 failed_runs={self.failed};0;;0"
+        return f"{STATUS_NAMES[self.code]} - {self.message} | {perfdata}"
+
+
+def _one_line(text: str | None) -> str:
+    # A monitor reads one line, and `|` starts the perfdata.
+    return " ".join((text or "no error recorded").split()).replace("|", "/")
+
+
+def verdict(h: Health, *, now: datetime, max_age: timedelta) -> Verdict:
+    """OK if the newest success is at most ``max_age`` old; WARNING if runs failed
+    since; CRITICAL if it is older or there is none."""
+    from leansync.timespec import format_age, format_utc
+
+    max_s = int(max_age.total_seconds())
+    failures = ""
+    if h.failed_since:
+        runs_word = "run" if h.failed_since == 1 else "runs"
+        failures = f"{h.failed_since} {runs_word} failed since; last error: {_one_line(h.last_error)}"
+    if h.last_success_at is None:
+        message = "no successful sync run yet" + (f"; {failures}" if failures else "")
+        return Verdict(CRITICAL, message, None, h.failed_since, max_s)
+    age = max(0, int((now - h.last_success_at).total_seconds()))
+    last = f"last successful sync {format_age(age)} ago (run {h.last_success_id} at {format_utc(h.last_success_at)})"
+    if age > max_s:
+        message = f"{last}, older than {format_age(max_s)}" + (f"; {failures}" if failures else "")
+        return Verdict(CRITICAL, message, age, h.failed_since, max_s)
+    if h.failed_since:
+        return Verdict(WARNING, f"{last}; {failures}", age, h.failed_since, max_s)
+    return Verdict(OK, f"{last}; {h.listed} versions listed", age, h.failed_since, max_s)
+
+
