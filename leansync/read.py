@@ -289,7 +289,8 @@ def verdict(h: Health, *, now: datetime, max_age: timedelta) -> Verdict:
     failures = ""
     if h.failed_since:
         runs_word = "run" if h.failed_since == 1 else "runs"
-        failures = f"{h.failed_since} {runs_word} failed since; last error: {_one_line(h.last_error)}"
+        since = " since" if h.last_success_at is not None else ""
+        failures = f"{h.failed_since} {runs_word} failed{since}; last error: {_one_line(h.last_error)}"
     if h.last_success_at is None:
         message = "no successful sync run yet" + (f"; {failures}" if failures else "")
         return Verdict(CRITICAL, message, None, h.failed_since, max_s)
