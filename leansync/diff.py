@@ -4,36 +4,35 @@ No I/O and no clock here, so every rule of the history can be tested
 exhaustively with plain values (tests/test_diff.py).
 """
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from leansync.errors import GuardError
 from leansync.models import API_FIELDS
-from leansync.payload import Version
+from leansync.payload import Version, encode_raw, fields_of
 
 HASH_KINDS = (("lean", API_FIELDS.index("lean_hash")), ("lean_cloud", API_FIELDS.index("lean_cloud_hash")))
 
 
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
+class StoredVersion(NamedTuple):
     """A lean_version row as the diff needs it."""
 
     id: int
-    fields: tuple  # the seven API fields, in API_FIELDS order
-    raw: dict
+    fields: tuple | None  # the seven API fields in API_FIELDS order; None: derive from raw
+    raw: Any  # the raw object, or the JSON text it was stored as (payload.encode_raw)
     removed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """A version whose modelled fields differ from (or return to) its stored state."""
 
     version: Version
     changed_fields: tuple[str, ...]  # empty for a restore with no field change
 
 
-@dataclass(frozen=True, slots=True)
-class NewHash:
+class NewHash(NamedTuple):
     kind: str  # "lean" or "lean_cloud"
     hash: str
     first_version_id: int
@@ -88,7 +87,12 @@ def plan_sync(
     known_hashes: set[tuple[str, str]],
     incoming: list[Version],
 ) -> Plan:
-    """Compare the stored versions with the API's current list."""
+    """Compare the stored versions with the API's current list.
+
+    A version whose raw object is exactly the stored one is unchanged, without
+    looking further: that is the common case, kept cheap. A stored raw may be
+    the JSON text it was written as (SQLite), compared without decoding.
+    """
     plan = Plan(versions_seen=len(incoming))
     by_id = {s.id: s for s in stored}
     plan.listed_before = sum(1 for s in by_id.values() if not s.removed)
@@ -98,13 +102,14 @@ def plan_sync(
         if old is None:
             plan.inserted.append(version)
         elif old.removed:
-            plan.restored.append(Change(version, changed_fields(old.fields, version.fields)))
-        elif old.fields != version.fields:
-            plan.updated.append(Change(version, changed_fields(old.fields, version.fields)))
-        else:
+            plan.restored.append(Change(version, changed_fields(stored_fields(old), version.fields)))
+        elif _same_raw(old.raw, version.raw):
             plan.unchanged += 1
-            if old.raw != version.raw:
-                plan.raw_refreshed.append(version)
+        elif stored_fields(old) != version.fields:
+            plan.updated.append(Change(version, changed_fields(stored_fields(old), version.fields)))
+        else:  # only fields the schema does not model changed: refresh raw
+            plan.unchanged += 1
+            plan.raw_refreshed.append(version)
 
     listed_now = {v.id for v in incoming}
     plan.removed = sorted(s.id for s in by_id.values() if not s.removed and s.id not in listed_now)
@@ -112,18 +117,33 @@ def plan_sync(
     return plan
 
 
+def _same_raw(stored: Any, incoming: dict) -> bool:
+    # Encoding the incoming object is cheaper than decoding the stored text.
+    return stored == (encode_raw(incoming) if isinstance(stored, str) else incoming)
+
+
+def stored_fields(old: StoredVersion) -> tuple:
+    """The stored fields, derived from the stored raw object when not read."""
+    if old.fields is not None:
+        return old.fields
+    return fields_of(json.loads(old.raw) if isinstance(old.raw, str) else old.raw)
+
+
 def _new_hashes(incoming: list[Version], known: set[tuple[str, str]]) -> list[NewHash]:
     """Hashes never seen before, each with the lowest id carrying it in this run."""
-    first: dict[tuple[str, str], int] = {}
-    for version in incoming:
-        for kind, position in HASH_KINDS:
-            value = version.fields[position]
-            if not value or (kind, value) in known:  # null or "" is no hash
-                continue
-            key = (kind, value)
-            if key not in first or version.id < first[key]:
-                first[key] = version.id
-    return [NewHash(kind, value, vid) for (kind, value), vid in sorted(first.items())]
+    descending = sorted(incoming, key=_version_id, reverse=True)
+    new: list[NewHash] = []
+    for kind, position in HASH_KINDS:
+        known_here = {value for k, value in known if k == kind}
+        # Walking ids downwards, the last write for a hash is its lowest id.
+        first = {v.fields[position]: v.id for v in descending}
+        fresh = sorted((value, vid) for value, vid in first.items() if value and value not in known_here)
+        new += [NewHash(kind, value, vid) for value, vid in fresh]  # null or "" is no hash
+    return new
+
+
+def _version_id(version: Version) -> int:
+    return version.id
 
 
 def check_mass_removal(plan: Plan, *, allow: bool) -> None:

@@ -117,7 +117,6 @@ lean_hash = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("first_version_id", Integer, nullable=False),
     Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False),
-    Index("ix_lean_hash_first_seen_at", "first_seen_at"),
 )
 
 lean_version_history = Table(
@@ -131,8 +130,6 @@ lean_version_history = Table(
     Column("changed_fields", Text),
     Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False),
     Index("ix_lean_version_history_version_id_valid_from", "version_id", "valid_from"),
-    Index("ix_lean_version_history_valid_from", "valid_from"),
-    Index("ix_lean_version_history_valid_to", "valid_to"),
     # At most one open (current) row per version, enforced by the database.
     Index(
         "uq_lean_version_history_open",

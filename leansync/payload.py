@@ -5,9 +5,8 @@ a bad answer fails the run with one sentence that names the item and field.
 """
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from leansync.errors import PayloadError
 
@@ -25,8 +24,7 @@ STRING_KEYS = ("name", "description", "ref", "leanHash", "leanCloudHash")
 INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
+class Version(NamedTuple):
     """One version as the API lists it.
 
     ``fields`` holds the seven modelled fields in column order (see
@@ -64,7 +62,7 @@ def parse_created(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
 def validate_document(document: Any, *, source: str) -> list[Version]:
@@ -99,54 +97,65 @@ def validate_document(document: Any, *, source: str) -> list[Version]:
 
 
 def _validate_item(item: Any, index: int, source: str) -> Version:
-    if not isinstance(item, dict):
+    # The hot path of a sync (once per version): messages are built only on error.
+    if type(item) is not dict:
         raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(item)}, not an object")
-    where = f"{source}: versions[{index}]"
-    if "id" not in item:
-        raise PayloadError(f'{where} has no "id"')
-    id_ = item["id"]
-    if type(id_) is not int:  # bool is a subclass of int: reject it too
-        raise PayloadError(f'{where}: field "id" is a JSON {_json_type(id_)}, not an integer: {id_!r}')
-    if not -INT32 <= id_ < INT32:
-        raise PayloadError(f'{where}: field "id" is out of range: {id_}')
-    where = f"{where} (id {id_})"
+    id_ = item.get("id")
+    if type(id_) is not int or not -INT32 <= id_ < INT32:  # bool is a subclass of int: rejected too
+        raise PayloadError(_id_problem(item, id_, f"{source}: versions[{index}]"))
 
     get = item.get
-    for key in STRING_KEYS:
-        value = get(key)
+    name, description, ref = get("name"), get("description"), get("ref")
+    lean_hash, cloud_hash = get("leanHash"), get("leanCloudHash")
+    public, created = get("public"), get("created")
+    for key, value in (("name", name), ("description", description), ("ref", ref),
+                       ("leanHash", lean_hash), ("leanCloudHash", cloud_hash)):
         if value is not None and type(value) is not str:
             raise PayloadError(
-                f'{where}: field "{key}" is a JSON {_json_type(value)}, not a string: {_short(value)}'
+                f'{source}: versions[{index}] (id {id_}): field "{key}" is a JSON {_json_type(value)}, '
+                f"not a string: {_short(value)}"
             )
 
-    public = get("public")
     if public is not None and type(public) is not bool:
         if type(public) is int and public in (0, 1):
             public = bool(public)
         else:
-            raise PayloadError(f'{where}: field "public" is not a boolean or 0/1: {_short(public)}')
+            raise PayloadError(
+                f'{source}: versions[{index}] (id {id_}): field "public" is not a boolean or 0/1: {_short(public)}'
+            )
 
-    created = get("created")
     if created is not None:
         if type(created) is not str:
             raise PayloadError(
-                f'{where}: field "created" is a JSON {_json_type(created)}, not a timestamp string: {_short(created)}'
+                f'{source}: versions[{index}] (id {id_}): field "created" is a JSON {_json_type(created)}, '
+                f"not a timestamp string: {_short(created)}"
             )
         try:
             created = parse_created(created)
         except ValueError:
-            raise PayloadError(f'{where}: field "created" is not a valid timestamp: {created!r}') from None
+            raise PayloadError(
+                f'{source}: versions[{index}] (id {id_}): field "created" is not a valid timestamp: {created!r}'
+            ) from None
 
-    fields = (
-        get("name"),
-        get("description"),
-        get("ref"),
-        get("leanHash"),
-        get("leanCloudHash"),
-        public,
-        created,
-    )
-    return Version(id=id_, fields=fields, raw=item)
+    return Version(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item)
+
+
+def _id_problem(item: dict, id_: Any, where: str) -> str:
+    if "id" not in item:
+        return f'{where} has no "id"'
+    if type(id_) is not int:
+        return f'{where}: field "id" is a JSON {_json_type(id_)}, not an integer: {id_!r}'
+    return f'{where}: field "id" is out of range: {id_}'
+
+
+def encode_raw(raw: dict) -> str:
+    """The JSON text a raw object is stored as (SQLite keeps it as text)."""
+    return json.dumps(raw)
+
+
+def fields_of(raw: dict) -> tuple:
+    """The seven modelled fields of a raw object that was validated when stored."""
+    return _validate_item(raw, 0, "stored raw").fields
 
 
 def _json_type(value: Any) -> str:

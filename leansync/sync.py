@@ -18,7 +18,7 @@ from leansync.errors import LeansyncError
 from leansync.lock import run_lock
 from leansync.models import utcnow
 from leansync.payload import validate_document
-from leansync.writer import apply_plan, finish_run, insert_run, read_state
+from leansync.writer import apply_plan, finish_run, insert_run, plan_against
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
         try:
             incoming = validate_document(source.fetch(), source=source.label)
             with database_errors(url), engine.begin() as conn:
-                stored, known_hashes = read_state(conn)
-                plan = plan_sync(stored=stored, known_hashes=known_hashes, incoming=incoming)
+                plan = plan_against(conn, incoming)
                 check_mass_removal(plan, allow=allow_mass_removal)
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
@@ -66,11 +65,11 @@ def dry_run(engine: Engine | None, source: Source) -> SyncResult:
     ``engine`` is None when the database does not exist yet (all would be new).
     """
     incoming = validate_document(source.fetch(), source=source.label)
-    stored, known_hashes = [], set()
     if engine is not None and require_schema(engine, allow_empty=True):
         with database_errors(str(engine.url)), engine.connect() as conn:
-            stored, known_hashes = read_state(conn)
-    plan = plan_sync(stored=stored, known_hashes=known_hashes, incoming=incoming)
+            plan = plan_against(conn, incoming)
+    else:
+        plan = plan_sync(stored=[], known_hashes=set(), incoming=incoming)
     return SyncResult(plan=plan, run_id=None, dry_run=True)
 
 

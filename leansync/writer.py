@@ -1,29 +1,83 @@
-"""Apply a plan to the database with set-based statements.
+"""Read the stored state and apply a plan, with set-based statements.
 
-Every statement here runs once per run (or once per executemany batch),
-whatever the number of versions: tests/test_statements.py counts them.
-The caller owns the transaction, so a run lands whole or not at all.
+Every statement here runs once per run (an executemany counts once), however
+many versions there are: tests/test_statements.py counts them. The caller
+owns the transaction, so a run lands whole or not at all.
+
+The bulk statements go to the driver directly (``exec_driver_sql``) with
+values already in the driver's form (see ``Codec``): SQLAlchemy's per-value
+type processing would otherwise cost several times the database's own work
+at 100,000 versions (benchmarks/README.md).
 """
 
-from datetime import datetime
+from datetime import datetime, timezone
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, insert, update
 
-from leansync.diff import Plan, StoredVersion
-from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import Version
+from leansync.diff import Plan, StoredVersion, plan_sync
+from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.payload import Version, encode_raw
 
-V = lean_version.c
-H = lean_version_history.c
+CREATED = API_FIELDS.index("created")
+HISTORY_COLUMNS = ("version_id", *API_FIELDS, "valid_from", "valid_to", "changed_fields", "sync_run_id")
+VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
+HASH_COLUMNS = ("kind", "hash", "first_seen_at", "first_version_id", "sync_run_id")
+
+
+class Codec:
+    """Python values <-> what the DBAPI driver of one backend takes and returns.
+
+    Mirrors leansync.models.UTCDateTime and RawJSON: SQLite keeps UTC
+    timestamps as text ``YYYY-MM-DD HH:MM:SS.ffffff`` and JSON as text;
+    PostgreSQL (psycopg) takes aware datetimes and jsonb.
+    """
+
+    def __init__(self, dialect_name: str):
+        self.sqlite = dialect_name == "sqlite"
+        self.mark = "?" if self.sqlite else "%s"
+
+    def placeholder(self, column: str) -> str:
+        return "%s::jsonb" if column == "raw" and not self.sqlite else self.mark
+
+    def timestamp(self, value: datetime | None):
+        if value is None or not self.sqlite:
+            return value
+        if value.tzinfo is not timezone.utc:
+            value = value.astimezone(timezone.utc)
+        # The text SQLAlchemy's SQLite DateTime writes (always with microseconds),
+        # without the "+00:00" that isoformat adds.
+        return value.isoformat(" ", "microseconds")[:26]
+
+    def fields(self, fields: tuple) -> tuple:
+        """The seven API fields, ``created`` converted."""
+        created = fields[CREATED]
+        if created is None or not self.sqlite:
+            return fields
+        return (*fields[:CREATED], self.timestamp(created), *fields[CREATED + 1:])
+
+
+def _insert_sql(table: Table, columns: tuple[str, ...], codec: Codec) -> str:
+    marks = ", ".join(codec.placeholder(c) for c in columns)
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
 
 
 def read_state(conn: Connection) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
-    """The stored versions and the hashes already known, for the diff."""
-    columns = [V[name] for name in API_FIELDS]
-    rows = conn.execute(select(V.id, V.raw, V.removed_at.is_not(None), *columns))
-    stored = [StoredVersion(id=r[0], raw=r[1], removed=bool(r[2]), fields=tuple(r[3:])) for r in rows]
-    hashes = {(kind, value) for kind, value in conn.execute(select(lean_hash.c.kind, lean_hash.c.hash))}
+    """The stored versions and the hashes already known, for the diff.
+
+    Only id, raw (JSON text on SQLite, decoded jsonb on PostgreSQL) and the
+    removed flag are read: the diff derives the seven fields from raw for the
+    few versions whose raw object changed.
+    """
+    rows = conn.exec_driver_sql(f"SELECT id, raw, removed_at IS NOT NULL FROM {lean_version.name}").all()
+    stored = [StoredVersion(vid, None, raw, bool(removed)) for vid, raw, removed in rows]
+    hashes = {(kind, value) for kind, value in conn.exec_driver_sql(f"SELECT kind, hash FROM {lean_hash.name}").all()}
     return stored, hashes
+
+
+def plan_against(conn: Connection, incoming: list[Version]) -> Plan:
+    """The plan that brings the database in line with ``incoming``."""
+    stored, known_hashes = read_state(conn)
+    return plan_sync(stored=stored, known_hashes=known_hashes, incoming=incoming)
 
 
 def insert_run(conn: Connection, *, started_at: datetime, source: str, status: str,
@@ -38,88 +92,56 @@ def finish_run(conn: Connection, run_id: int, *, finished_at: datetime) -> None:
     conn.execute(update(sync_run).where(sync_run.c.id == run_id).values(finished_at=finished_at))
 
 
-def _api_values(version: Version) -> dict:
-    return dict(zip(API_FIELDS, version.fields))
-
-
 def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> None:
     """Write the plan; every row written carries ``now``, the run's timestamp."""
-    if plan.inserted:
-        conn.execute(
-            insert(lean_version),
-            [
-                dict(id=v.id, **_api_values(v), first_seen_at=now, last_seen_at=now,
-                     updated_at=now, removed_at=None, raw=v.raw)
-                for v in plan.inserted
-            ],
-        )
+    codec = Codec(conn.dialect.name)
+    ts = codec.timestamp(now)
+    raw = encode_raw
+    m = codec.mark
+    run = conn.exec_driver_sql
 
-    changes = plan.updated + plan.restored
+    # Each written version's fields in the driver's form, converted once.
+    inserted = [(v, codec.fields(v.fields)) for v in plan.inserted]
+    changes = [(c, codec.fields(c.version.fields)) for c in plan.updated + plan.restored]
+
+    if inserted:
+        run(_insert_sql(lean_version, VERSION_COLUMNS, codec),
+            [(v.id, *fields, ts, ts, ts, None, raw(v.raw)) for v, fields in inserted])
+
     if changes:
         # Updates and restores: new fields, back on the list; updated_at moves
         # only when a modelled field changed (a restore may change nothing).
-        conn.execute(
-            update(lean_version)
-            .where(V.id == bindparam("b_id"))
-            .values(
-                **{name: bindparam(f"b_{name}", type_=V[name].type) for name in API_FIELDS},
-                raw=bindparam("b_raw", type_=V.raw.type),
-                removed_at=None,
-                updated_at=func.coalesce(bindparam("b_updated_at", type_=UTCDateTime), V.updated_at),
-            ),
-            [
-                dict({f"b_{k}": val for k, val in _api_values(c.version).items()},
-                     b_id=c.version.id, b_raw=c.version.raw,
-                     b_updated_at=now if c.changed_fields else None)
-                for c in changes
-            ],
+        assignments = ", ".join(f"{name} = {m}" for name in API_FIELDS)
+        run(
+            f"UPDATE {lean_version.name} SET {assignments}, raw = {codec.placeholder('raw')}, "
+            f"removed_at = NULL, updated_at = COALESCE({m}, updated_at) WHERE id = {m}",
+            [(*fields, raw(c.version.raw), ts if c.changed_fields else None, c.version.id) for c, fields in changes],
         )
 
     # Close the open history row of every changed or removed version.
     closing = [c.version.id for c in plan.updated] + plan.removed
     if closing:
-        conn.execute(
-            update(lean_version_history)
-            .where(H.version_id == bindparam("b_id"), H.valid_to.is_(None))
-            .values(valid_to=now),
-            [{"b_id": vid} for vid in closing],
-        )
+        run(f"UPDATE {lean_version_history.name} SET valid_to = {m} WHERE version_id = {m} AND valid_to IS NULL",
+            [(ts, vid) for vid in closing])
 
     if plan.removed:
-        conn.execute(
-            update(lean_version).where(V.id == bindparam("b_id")).values(removed_at=now),
-            [{"b_id": vid} for vid in plan.removed],
-        )
+        run(f"UPDATE {lean_version.name} SET removed_at = {m} WHERE id = {m}", [(ts, vid) for vid in plan.removed])
 
-    opening = [(v, None) for v in plan.inserted] + [
-        (c.version, ",".join(c.changed_fields) or None) for c in changes
+    opening = [(v.id, fields, None) for v, fields in inserted] + [
+        (c.version.id, fields, ",".join(c.changed_fields) or None) for c, fields in changes
     ]
     if opening:
-        conn.execute(
-            insert(lean_version_history),
-            [
-                dict(version_id=v.id, **_api_values(v), valid_from=now, valid_to=None,
-                     changed_fields=fields, sync_run_id=run_id)
-                for v, fields in opening
-            ],
-        )
+        run(_insert_sql(lean_version_history, HISTORY_COLUMNS, codec),
+            [(vid, *fields, ts, None, changed, run_id) for vid, fields, changed in opening])
 
     if plan.raw_refreshed:
         # Fields the schema does not model changed: keep the newest raw object.
-        conn.execute(
-            update(lean_version).where(V.id == bindparam("b_id")).values(raw=bindparam("b_raw", type_=V.raw.type)),
-            [{"b_id": v.id, "b_raw": v.raw} for v in plan.raw_refreshed],
-        )
+        run(f"UPDATE {lean_version.name} SET raw = {codec.placeholder('raw')} WHERE id = {m}",
+            [(raw(v.raw), v.id) for v in plan.raw_refreshed])
 
     # Every listed version was seen now; removed ones keep their last sighting.
-    conn.execute(update(lean_version).where(V.removed_at.is_(None)).values(last_seen_at=now))
+    run(f"UPDATE {lean_version.name} SET last_seen_at = {m} WHERE removed_at IS NULL", (ts,))
 
     if plan.new_hashes:
-        conn.execute(
-            insert(lean_hash),
-            [
-                dict(kind=h.kind, hash=h.hash, first_seen_at=now,
-                     first_version_id=h.first_version_id, sync_run_id=run_id)
-                for h in plan.new_hashes
-            ],
-        )
+        run(_insert_sql(lean_hash, HASH_COLUMNS, codec),
+            [(h.kind, h.hash, ts, h.first_version_id, run_id) for h in plan.new_hashes])

@@ -71,7 +71,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "hash", name="pk_lean_hash"),
         sa.ForeignKeyConstraint(["sync_run_id"], ["sync_run.id"], name="fk_lean_hash_sync_run_id_sync_run"),
     )
-    op.create_index("ix_lean_hash_first_seen_at", "lean_hash", ["first_seen_at"])
 
     op.create_table(
         "lean_version_history",
@@ -93,8 +92,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_lean_version_history_version_id_valid_from", "lean_version_history", ["version_id", "valid_from"]
     )
-    op.create_index("ix_lean_version_history_valid_from", "lean_version_history", ["valid_from"])
-    op.create_index("ix_lean_version_history_valid_to", "lean_version_history", ["valid_to"])
     op.create_index(
         "uq_lean_version_history_open",
         "lean_version_history",
