@@ -20,7 +20,6 @@ FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("public", "public"),
     ("created", "created"),
 )
-STRING_KEYS = ("name", "description", "ref", "leanHash", "leanCloudHash")
 INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
 
 
