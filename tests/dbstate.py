@@ -8,10 +8,9 @@ history ids) by their order. ``check_invariants`` asserts what must hold
 after any run, completed or killed.
 """
 
-from collections import defaultdict
-from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import MetaData, select, text
+from sqlalchemy import MetaData, select
 
 from leansync.database import make_engine
 from leansync.models import lean_hash, lean_version, lean_version_history, sync_run
@@ -23,6 +22,15 @@ TIMESTAMP_COLUMNS = {
 }
 
 
+# Orders that do not depend on serial numbers, so two databases compare row by row.
+ORDER = {
+    "sync_run": "id",
+    "lean_version": "id",
+    "lean_hash": "kind, hash",
+    "lean_version_history": "version_id, valid_from",
+}
+
+
 def engine_for(url: str):
     return make_engine(url)
 
@@ -31,51 +39,74 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def raw_rows(url: str) -> dict[str, list[dict]]:
-    """Every row of every leansync table, as dicts, in primary-key order."""
+def has_schema(url: str) -> bool:
+    """False for a database that does not exist or has no leansync tables yet."""
+    if is_sqlite(url) and not Path(url.removeprefix("sqlite:///")).exists():
+        return False
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
+            return conn.dialect.has_table(conn, "sync_run")
+    finally:
+        engine.dispose()
+
+
+def raw_rows(url: str) -> dict[str, tuple[list[str], list[tuple]]]:
+    """Column names and every row of every leansync table, as the driver
+    returns them (no type processing: fast, and stricter than comparing
+    converted values)."""
+    engine = engine_for(url)
+    try:
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
             out = {}
             for table in (sync_run, lean_version, lean_hash, lean_version_history):
-                rows = conn.execute(select(table).order_by(*table.primary_key.columns))
-                out[table.name] = [dict(r._mapping) for r in rows]
+                keys = ORDER[table.name]
+                cursor.execute(f"SELECT * FROM {table.name} ORDER BY {keys}")
+                out[table.name] = ([d[0] for d in cursor.description], cursor.fetchall())
+            cursor.close()
             return out
+        finally:
+            connection.close()
     finally:
         engine.dispose()
 
 
 def snapshot(url: str) -> dict[str, list]:
-    """The database content with run-specific timestamps and ids normalised."""
-    rows = raw_rows(url)
-    runs = sorted(rows["sync_run"], key=lambda r: (r["started_at"], r["id"]))
+    """The database content with run-specific timestamps and ids normalised.
+
+    sync_run rows come as dicts; the other tables as lists of tuples
+    (column names first) in a deterministic order, which keeps 50,000 rows quick to compare.
+    """
+    tables = raw_rows(url)
+    names, rows = tables["sync_run"]
+    runs = sorted((dict(zip(names, r)) for r in rows), key=lambda r: (r["started_at"], r["id"]))
     run_number = {r["id"]: n for n, r in enumerate(runs, 1)}
     moment = {r["started_at"]: f"run{run_number[r['id']]}" for r in runs}
-
-    def when(value: datetime | None):
-        # A timestamp no run started at stays as it is, so a stray value differs.
-        return None if value is None else moment.get(value, value)
-
     out: dict[str, list] = {
         "sync_run": [
-            dict(r, id=run_number[r["id"]], started_at=when(r["started_at"]),
+            dict(r, id=run_number[r["id"]], started_at=moment[r["started_at"]],
                  finished_at=r["finished_at"] is not None)
             for r in runs
         ]
     }
     for name in ("lean_version", "lean_hash", "lean_version_history"):
+        names, rows = tables[name]
+        # A timestamp no run started at stays as it is, so a stray value differs.
+        swap = {names.index(c): moment for c in TIMESTAMP_COLUMNS[name]}
+        if "sync_run_id" in names:
+            swap[names.index("sync_run_id")] = run_number
+        drop = names.index("id") if name == "lean_version_history" else None  # a serial number only
         normalised = []
-        for r in rows[name]:
-            r = dict(r)
-            for column in TIMESTAMP_COLUMNS[name]:
-                r[column] = when(r[column])
-            if "sync_run_id" in r:
-                r["sync_run_id"] = run_number.get(r["sync_run_id"], r["sync_run_id"])
-            if name == "lean_version_history":
-                del r["id"]  # a serial number only
-            normalised.append(r)
-        normalised.sort(key=repr)
-        out[name] = normalised
+        for row in rows:
+            values = [swap[i].get(v, v) if i in swap and v is not None else v for i, v in enumerate(row)]
+            if drop is not None:
+                del values[drop]
+            normalised.append(tuple(values))
+        if drop is not None:
+            names = names[:drop] + names[drop + 1:]
+        out[name] = [tuple(names), *normalised]
     return out
 
 
@@ -85,7 +116,13 @@ def data_tables(url: str) -> dict[str, list]:
 
 
 def runs(url: str) -> list[dict]:
-    return raw_rows(url)["sync_run"]
+    """The sync_run rows, values converted (aware UTC datetimes)."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(sync_run).order_by(sync_run.c.id))]
+    finally:
+        engine.dispose()
 
 
 def full_dump_text(url: str) -> str:
@@ -104,50 +141,63 @@ def full_dump_text(url: str) -> str:
         engine.dispose()
 
 
+API_COLUMNS = ("name", "description", "ref", "lean_hash", "lean_cloud_hash", "public", "created")
+OPEN_ROW = "h.version_id = v.id AND h.valid_to IS NULL"
+
+# Each query counts the rows that break one rule of the history.
+INVARIANTS = {
+    "a version has two open history rows":
+        "SELECT count(*) FROM (SELECT version_id FROM lean_version_history WHERE valid_to IS NULL "
+        "GROUP BY version_id HAVING count(*) > 1) x",
+    "a listed version has no open history row":
+        f"SELECT count(*) FROM lean_version v WHERE v.removed_at IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM lean_version_history h WHERE {OPEN_ROW})",
+    "a removed version has an open history row":
+        f"SELECT count(*) FROM lean_version v WHERE v.removed_at IS NOT NULL "
+        f"AND EXISTS (SELECT 1 FROM lean_version_history h WHERE {OPEN_ROW})",
+    "an open history row differs from its version":
+        f"SELECT count(*) FROM lean_version v JOIN lean_version_history h ON {OPEN_ROW} WHERE "
+        + " OR ".join(f"v.{c} IS DISTINCT FROM h.{c}" for c in API_COLUMNS),
+    "a removed version's history does not end at removed_at":
+        "SELECT count(*) FROM lean_version v WHERE v.removed_at IS NOT NULL AND v.removed_at IS DISTINCT FROM "
+        "(SELECT max(h.valid_to) FROM lean_version_history h WHERE h.version_id = v.id)",
+    "a history row ends before it starts":
+        "SELECT count(*) FROM lean_version_history WHERE valid_to IS NOT NULL AND valid_to <= valid_from",
+    "two history rows of a version overlap":
+        "SELECT count(*) FROM (SELECT valid_from, LAG(valid_from) OVER w AS prev_from, "
+        "LAG(valid_to) OVER w AS prev_to FROM lean_version_history "
+        "WINDOW w AS (PARTITION BY version_id ORDER BY valid_from)) x "
+        "WHERE prev_from IS NOT NULL AND (prev_to IS NULL OR prev_to > valid_from)",
+    "a history row is not from a successful run, at its start":
+        "SELECT count(*) FROM lean_version_history h LEFT JOIN sync_run r ON r.id = h.sync_run_id "
+        "WHERE r.id IS NULL OR r.status <> 'success' OR h.valid_from <> r.started_at",
+    "a history row belongs to no version":
+        "SELECT count(*) FROM lean_version_history h LEFT JOIN lean_version v ON v.id = h.version_id "
+        "WHERE v.id IS NULL",
+    "a version's first_seen_at is not its first history row":
+        "SELECT count(*) FROM lean_version v WHERE v.first_seen_at IS DISTINCT FROM "
+        "(SELECT min(h.valid_from) FROM lean_version_history h WHERE h.version_id = v.id)",
+    "updated_at is not between first_seen_at and last_seen_at":
+        "SELECT count(*) FROM lean_version WHERE NOT (first_seen_at <= updated_at AND updated_at <= last_seen_at)",
+    "a hash is not from a successful run, at its start":
+        "SELECT count(*) FROM lean_hash h LEFT JOIN sync_run r ON r.id = h.sync_run_id "
+        "WHERE r.id IS NULL OR r.status <> 'success' OR h.first_seen_at <> r.started_at",
+    "a run is unfinished or has an unknown status":
+        "SELECT count(*) FROM sync_run WHERE status NOT IN ('success', 'failed') "
+        "OR finished_at IS NULL OR finished_at < started_at",
+}
+
+
 def check_invariants(url: str) -> None:
-    """What holds after every run, committed, failed or killed."""
+    """What holds after every run, committed, failed or killed (SQLite:
+    integrity_check too). Fails naming each broken rule and how often."""
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
                 assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
-            versions = {r.id: r for r in conn.execute(select(lean_version))}
-            history = defaultdict(list)
-            for r in conn.execute(select(lean_version_history).order_by(
-                    lean_version_history.c.version_id, lean_version_history.c.valid_from)):
-                history[r.version_id].append(r)
-            run_rows = {r.id: r for r in conn.execute(select(sync_run))}
-            hashes = list(conn.execute(select(lean_hash)))
-            open_counts = conn.execute(text(
-                "SELECT version_id, count(*) FROM lean_version_history "
-                "WHERE valid_to IS NULL GROUP BY version_id HAVING count(*) > 1")).fetchall()
+            broken = {rule: n for rule, query in INVARIANTS.items() if (n := conn.exec_driver_sql(query).scalar())}
     finally:
         engine.dispose()
-
-    assert open_counts == [], f"versions with two open history rows: {open_counts[:5]}"
-    assert set(history) == set(versions), "every version has history, and only versions do"
-    api_columns = ("name", "description", "ref", "lean_hash", "lean_cloud_hash", "public", "created")
-    for vid, version in versions.items():
-        rows = history[vid]
-        open_rows = [r for r in rows if r.valid_to is None]
-        if version.removed_at is None:
-            assert len(open_rows) == 1 and open_rows[0] is rows[-1], f"version {vid}: one open row, the last"
-            assert tuple(getattr(rows[-1], c) for c in api_columns) == tuple(getattr(version, c) for c in api_columns)
-        else:
-            assert open_rows == [], f"removed version {vid} has an open history row"
-            assert rows[-1].valid_to == version.removed_at
-        for earlier, later in zip(rows, rows[1:]):
-            assert earlier.valid_to is not None and earlier.valid_to <= later.valid_from, f"version {vid} overlaps"
-        for r in rows:
-            assert r.valid_to is None or r.valid_from < r.valid_to
-            run = run_rows[r.sync_run_id]
-            assert run.status == "success" and r.valid_from == run.started_at
-        assert version.first_seen_at == rows[0].valid_from
-        assert version.first_seen_at <= version.updated_at <= version.last_seen_at
-    for h in hashes:
-        assert run_rows[h.sync_run_id].status == "success"
-        assert h.first_seen_at == run_rows[h.sync_run_id].started_at
-    for run in run_rows.values():
-        assert run.status in ("success", "failed")
-        assert run.finished_at is not None and run.started_at <= run.finished_at
+    assert broken == {}, f"history invariants broken (rule: rows): {broken}"
