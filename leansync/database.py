@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from leansync.errors import ConfigError, DatabaseError, SchemaError
@@ -189,11 +189,23 @@ def downgrade(connection, target: str = "base") -> None:
     command.downgrade(alembic_config(connection), target)
 
 
+def head_revision_query(connection) -> str | None:
+    """The revision in one query; None if there is no alembic_version table."""
+    try:
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):  # no such table (SQLite / PostgreSQL)
+        connection.rollback()
+        return None
+
+
 def ensure_schema(engine: Engine) -> None:
     """Bring the database to head; one query when it already is there."""
     url = str(engine.url)
     with database_errors(url):
-        enable_wal(engine)
+        with engine.connect() as connection:
+            if head_revision_query(connection) == SCHEMA_HEAD:
+                return
+        enable_wal(engine)  # a new or older database: WAL then stays set in the file
         with engine.begin() as connection:
             if check_revision(current_revision(connection), url):
                 upgrade(connection)
