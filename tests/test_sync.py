@@ -414,7 +414,8 @@ def database_files(database_url) -> dict[str, bytes] | None:
         return None
     gc.collect()  # close engines of earlier in-process runs, so SQLite checkpoints their WAL
     candidates = [path, lock_file_path(path), path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")]
-    return {p.name: p.read_bytes() for p in candidates if p.exists()}
+    # A reader's empty -wal file is not a write; a non-empty one would be.
+    return {p.name: p.read_bytes() for p in candidates if p.exists() and (p.stat().st_size or p.name != f"{path.name}-wal")}
 
 
 def test_dry_run_on_a_missing_database_creates_nothing(run, db, database_url, six, write_response):
@@ -431,6 +432,19 @@ def test_dry_run_on_a_missing_database_creates_nothing(run, db, database_url, si
         assert sorted(p.name for p in sqlite_path(database_url).parent.iterdir()) == [path.name]
     else:
         assert db.table_names() == []  # not even the schema
+
+
+def test_dry_run_on_the_missing_default_database_creates_nothing(isolated_env, six, write_response):
+    """Without --database-url: not even the user data directory is created."""
+    from click.testing import CliRunner
+
+    from leansync.cli import cli
+
+    with freeze_time(T1):
+        result = CliRunner().invoke(cli, ["sync", "--dry-run", "--json", "--from-file", str(write_response(six))])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["inserted"] == 6
+    assert sorted(str(p.relative_to(isolated_env)) for p in isolated_env.rglob("*")) == []
 
 
 def test_dry_run_on_an_empty_database_writes_nothing(run, db, database_url, six, write_response):
@@ -535,6 +549,16 @@ def test_quiet_prints_nothing_unless_something_changed(run, six, write_response,
     ]
     removed = quiet_sync(six[1:], T4)
     assert f"removed    {six[0]['id']}" in removed.stdout
+
+
+@sqlite_only
+def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions):
+    result = sync(tag_versions[:30], at=T1)
+    lines = result.stdout.splitlines()
+    changes = 30 + 2 * len({v["leanHash"] for v in tag_versions[:30]})
+    assert lines[0].startswith("run 1: 30 versions listed; 30 new,")
+    assert len(lines) == 1 + 20 + 1
+    assert lines[-1] == f"  ... and {changes - 20} more (see `leansync changes`)"
 
 
 @sqlite_only
