@@ -96,9 +96,11 @@ def _server_options(parsed) -> dict:
     if parsed.get_driver_name() == "psycopg":
         # No hstore columns here: skip the type lookup SQLAlchemy makes on every connect.
         options["use_native_hstore"] = False
-        if "connect_timeout" not in parsed.query:
-            # Fail within seconds, not minutes, when the server is unreachable.
-            options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        defaults = {
+            "connect_timeout": PG_CONNECT_TIMEOUT_S,  # fail within seconds when the server is unreachable
+            "application_name": "leansync",  # so pg_stat_activity shows who holds the lock
+        }
+        options["connect_args"] = {k: v for k, v in defaults.items() if k not in parsed.query}
     return options
 
 

@@ -138,6 +138,9 @@ def test_raw_is_jsonb_that_sql_can_query(database_url, run, write_response, tag_
     rows = query(database_url, "SELECT jsonb_typeof(raw), raw->'futureField'->'nested'->>1, raw->>'description', "
                                "raw FROM lean_version WHERE id = %s", [version["id"]])
     assert rows == [("object", "2.5", "Füße ✓", version)]
+    # jsonb operators work (the README's example).
+    assert query(database_url, "SELECT id, raw->>'name' FROM lean_version WHERE raw ? 'futureField'") == [
+        (version["id"], version["name"])]
 
 
 # -- URLs and the driver --------------------------------------------------------
@@ -182,6 +185,12 @@ def advisory_holders(url: str) -> list[int]:
     return [pid for (pid,) in query(
         url, "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
              "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()")]
+
+
+WHO_HOLDS_THE_LOCK = """
+SELECT pid, application_name, backend_start FROM pg_locks JOIN pg_stat_activity USING (pid)
+WHERE locktype = 'advisory' AND pg_locks.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+"""
 
 
 def wait_until(condition, what: str, timeout: float = 60.0):
@@ -267,6 +276,9 @@ def test_a_killed_run_leaves_no_stale_lock(database_url, write_response, tag_ver
         try:
             wait_until(lambda: qc.count == 1, "the run to call the API")
             assert len(advisory_holders(database_url)) == 1
+            # The README's "who holds the lock" query names leansync.
+            holders = query(database_url, WHO_HOLDS_THE_LOCK)
+            assert [row[1] for row in holders] == ["leansync"]
             hung.send_signal(signal.SIGKILL)
             hung.communicate(timeout=60)
         finally:
