@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-from leansync.database import database_errors, make_engine, require_schema
+from leansync.database import make_engine, require_schema
 from leansync.models import API_FIELDS, RawJSON, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
 
 # The views, described for SQLAlchemy only. They live in their own MetaData
