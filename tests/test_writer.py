@@ -1,4 +1,4 @@
-"""The save side on a real SQLite database, with no HTTP and no CLI.
+"""The save side on a real database (SQLite and PostgreSQL), with no HTTP and no CLI.
 
 Plans come from the pure diff; leansync.writer reads the state, writes the
 plan and the sync_run row. Each test checks the rows themselves.
@@ -10,10 +10,10 @@ import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from leansync.database import ensure_schema, make_engine
+from leansync.database import ensure_schema, make_engine, sqlite_path
 from leansync.diff import plan_sync, stored_fields
 from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, metadata, sync_run
 from leansync.payload import validate_document
@@ -29,8 +29,8 @@ def at(hours: float) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def empty_database(tmp_path_factory):
-    """A database at the newest schema, made once and copied for each test."""
+def empty_sqlite_database(tmp_path_factory):
+    """A SQLite database at the newest schema, made once and copied for each test."""
     path = tmp_path_factory.mktemp("writer") / "template.db"
     template = make_engine(f"sqlite:///{path}", create=True)
     ensure_schema(template)
@@ -39,10 +39,17 @@ def empty_database(tmp_path_factory):
 
 
 @pytest.fixture
-def engine(tmp_path, empty_database):
-    path = tmp_path / "writer.db"
-    shutil.copyfile(empty_database, path)
-    engine = make_engine(f"sqlite:///{path}")
+def engine(database_url, empty_sqlite_database):
+    """A database at the newest schema on each backend (the writer has per-backend SQL)."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        shutil.copyfile(empty_sqlite_database, path)
+        engine = make_engine(database_url)
+    else:
+        # leansync's PostgreSQL engines have no pool (a run opens a handful of
+        # connections); these tests read after every step, so pool them here.
+        engine = create_engine(database_url)
+        ensure_schema(engine)
     yield engine
     engine.dispose()
 
@@ -335,6 +342,7 @@ def test_insert_run_and_finish_run(engine):
     assert {k: second[k] for k in counts} == dict.fromkeys(counts, 0)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the data, not the backend, is the point
 def test_real_tags_first_version_of_shared_hashes(engine, tag_versions):
     sync_once(engine, tag_versions, T0)
     expected: dict[str, int] = {}
