@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,45 @@ def pytest_collection_modifyitems(config, items):
             dropped.append(item)
         else:
             kept.append(item)
+            if backend:
+                _BACKEND_OF[item.nodeid] = backend
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+# Outcomes per backend, for the summary line that shows CI ran both.
+_BACKEND_OF: dict[str, str] = {}
+_OUTCOMES: dict[str, Counter] = {name: Counter() for name in BACKENDS}
+
+
+def pytest_report_header(config):
+    bindir = find_bindir()
+    required = " (required: LEANSYNC_REQUIRE_POSTGRES=1)" if os.environ.get(REQUIRE_POSTGRES) == "1" else ""
+    where = f"server binaries in {bindir}" if bindir else "server binaries not found: PostgreSQL tests will skip"
+    return f"leansync backends: sqlite, postgresql ({where}){required}"
+
+
+def pytest_runtest_logreport(report):
+    backend = _BACKEND_OF.get(report.nodeid)
+    if backend is None:
+        return
+    if report.failed:
+        _OUTCOMES[backend]["failed" if report.when == "call" else "error"] += 1
+    elif report.skipped:
+        _OUTCOMES[backend]["skipped"] += 1
+    elif report.when == "call":
+        _OUTCOMES[backend]["passed"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not any(_OUTCOMES.values()):
+        return
+    parts = []
+    for backend, counts in _OUTCOMES.items():
+        done = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "not run"
+        parts.append(f"{backend}: {done}")
+    terminalreporter.write_line("database backends: " + "; ".join(parts))
 
 
 @pytest.fixture(scope="session")
