@@ -264,13 +264,17 @@ def test_raw_only_change_refreshes_raw_and_counts_unchanged(sync, db, six, datab
     sync(six, at=T1)
     before = db.dump()
     six[3]["leanVersionTag"] = "2.5.x"  # a field the schema does not model
+    # The API switching to its documented created format: the same instant, so only raw changes.
+    six[4]["created"] = six[4]["created"].replace(" ", "T") + ".000Z"
     result = sync(six, "--json", at=T2)
     assert counts_of(result) == expect(versions_seen=6, unchanged=6)
     after = db.dump()
 
-    row = after["lean_version"][(six[3]["id"],)]
-    assert row["raw"] == six[3]
-    assert row == {**before["lean_version"][(six[3]["id"],)], "raw": six[3], "last_seen_at": T2}
+    for item in (six[3], six[4]):
+        row = after["lean_version"][(item["id"],)]
+        assert row["raw"] == item
+        assert row == {**before["lean_version"][(item["id"],)], "raw": item, "last_seen_at": T2}
+    assert after["lean_version"][(six[4]["id"],)]["raw"]["created"].endswith(".000Z")
     assert after["lean_version_history"] == before["lean_version_history"]
     assert after["lean_hash"] == before["lean_hash"]
     check_invariants(database_url)
