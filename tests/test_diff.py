@@ -13,7 +13,7 @@ import pytest
 from leansync.diff import NewHash, Plan, StoredVersion, check_mass_removal, plan_sync
 from leansync.errors import GuardError
 from leansync.models import API_FIELDS
-from leansync.payload import Version
+from leansync.payload import Version, encode_raw
 
 CREATED = datetime(2023, 3, 21, 20, 45, 48, tzinfo=timezone.utc)
 BASE = {
@@ -461,8 +461,18 @@ def apply_to_model(model: dict[int, StoredVersion], known: set, p: Plan) -> None
     known |= {(h.kind, h.hash) for h in p.new_hashes}
 
 
+def as_read(s: StoredVersion, form: str) -> StoredVersion:
+    """A stored version in the form the diff gets it: with its fields, or (as
+    leansync.writer.read_state gives it) only the raw object, as a dict
+    (PostgreSQL jsonb) or as the JSON text it was written as (SQLite)."""
+    if form == "fields":
+        return s
+    return StoredVersion(s.id, None, encode_raw(s.raw) if form == "raw-text" else s.raw, s.removed)
+
+
+@pytest.mark.parametrize("form", ["fields", "raw-dict", "raw-text"])
 @pytest.mark.parametrize("seed", range(20))
-def test_random_runs_keep_the_invariants(seed):
+def test_random_runs_keep_the_invariants(seed, form):
     rng = random.Random(seed)
     model: dict[int, StoredVersion] = {}
     known: set[tuple[str, str]] = set()
@@ -472,7 +482,7 @@ def test_random_runs_keep_the_invariants(seed):
         incoming = random_list(rng, incoming)
         before = dict(model)
         known_before = set(known)
-        p = plan_sync(stored=list(model.values()), known_hashes=set(known), incoming=incoming)
+        p = plan_sync(stored=[as_read(m, form) for m in model.values()], known_hashes=set(known), incoming=incoming)
         counts = p.counts()
         totals = {k: totals[k] + counts[k] for k in totals}
 
@@ -514,7 +524,7 @@ def test_random_runs_keep_the_invariants(seed):
         for v in incoming:
             assert model[v.id] == StoredVersion(v.id, v.fields, v.raw, removed=False)
         assert {i for i, s in model.items() if not s.removed} == listed_now
-        again = plan_sync(stored=list(model.values()), known_hashes=set(known), incoming=incoming)
+        again = plan_sync(stored=[as_read(m, form) for m in model.values()], known_hashes=set(known), incoming=incoming)
         assert not again.has_changes
         assert again.raw_refreshed == []
         assert again.unchanged == len(incoming)
