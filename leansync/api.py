@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -44,6 +45,10 @@ def auth_headers(credentials: Credentials, *, timestamp: int) -> dict[str, str]:
 
 class CappedRetry(Retry):
     """urllib3's Retry, honouring Retry-After but never for more than a minute."""
+
+    # urllib3 would also retry a 413 that carries Retry-After; other 4xx are
+    # final answers, so only the statuses retried anyway may ask for a wait.
+    RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
 
     def get_retry_after(self, response):
         value = super().get_retry_after(response)
@@ -88,9 +93,9 @@ def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, re
             response = session.post(url, json={}, headers=headers, timeout=(timeout, timeout))
     except requests.exceptions.RetryError as exc:
         raise FetchError(f"QuantConnect at {url} kept failing after {attempts} attempts: {_reason(exc)}") from None
-    except requests.exceptions.Timeout:
-        raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
     except requests.exceptions.RequestException as exc:
+        if _timed_out(exc):
+            raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
         raise FetchError(f"could not reach QuantConnect at {url} after {attempts} attempts: {_reason(exc)}") from None
 
     log.debug("HTTP %s from %s, %d bytes", response.status_code, url, len(response.content))
@@ -120,6 +125,18 @@ def _status_message(status: int, url: str, attempts: int, credentials: Credentia
     if status == 429:
         return f"QuantConnect at {url} answered HTTP 429 (too many requests) after {attempts} attempts"
     return f"QuantConnect at {url} answered HTTP {status}"
+
+
+def _timed_out(exc: Exception) -> bool:
+    """requests reports a read timeout that exhausted the retries as a
+    ConnectionError wrapping urllib3's MaxRetryError, not as a Timeout."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    inner = exc.args[0] if exc.args else None
+    reason = getattr(inner, "reason", inner)
+    # NewConnectionError (refused, unreachable) subclasses the connect timeout.
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError)
 
 
 def _reason(exc: Exception) -> str:
