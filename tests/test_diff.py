@@ -389,7 +389,9 @@ def test_guard_single_listed_version_removed_fails():
 
 def test_guard_allow_flag_lets_it_through():
     p = plan(listed(4), [], known_of(version(1)))
-    check_mass_removal(p, allow=True)
+    with pytest.raises(GuardError):
+        check_mass_removal(p, allow=False)
+    check_mass_removal(p, allow=True)  # the same plan, allowed: no exception
 
 
 def test_guard_empty_database_and_empty_list_passes():
