@@ -15,9 +15,9 @@ from freezegun import freeze_time
 from sqlalchemy import MetaData, inspect, select
 
 from dbstate import check_invariants
+from leansync import models
 from leansync.database import make_engine, sqlite_path
 from leansync.lock import lock_file_path
-from leansync import models
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
 from leansync.payload import parse_created
 
@@ -50,10 +50,10 @@ def six(tag_versions):
 
 @pytest.fixture
 def sync(run, write_response):
-    """sync(versions, at=T, *options) -> the CliRunner result; asserts exit code 0."""
+    """sync(versions, *options, at=T) -> the CliRunner result; asserts exit code 0."""
 
-    def invoke(versions, *options, at: datetime, document=None):
-        path = write_response(versions, document=document)
+    def invoke(versions, *options, at: datetime):
+        path = write_response(versions)
         with freeze_time(at):
             result = run("sync", "--from-file", path, *options)
         assert result.exit_code == 0, result.output + result.stderr
