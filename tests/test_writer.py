@@ -327,6 +327,7 @@ def test_open_history_row_is_unique_in_the_database(engine):
                                                          sync_run_id=run_id))
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # plain SQLAlchemy Core statements
 def test_insert_run_and_finish_run(engine):
     counts = dict(versions_seen=7, inserted=1, updated=2, unchanged=3, removed=1, restored=0, new_hashes=4)
     with engine.begin() as conn:
