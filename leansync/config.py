@@ -82,7 +82,8 @@ def load_credentials(*, user_id: str | None = None, environ=os.environ) -> Crede
         raise ConfigError(f'{path} lacks "user-id" or "api-token"; run `lean login` again')
 
     warnings = ()
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        # lean-cli itself writes the file 0644: one line, and the CLI drops it under -q.
         warnings = (f"{path} is readable by other users; fix it with: chmod 600 {path}",)
     return Credentials(
         user_id=str(user_id or file_user),

@@ -1,0 +1,175 @@
+"""The API token never leaks (reliability issue, item 8).
+
+The installed `leansync` command runs with a distinctive token through
+every path: success, rejected credentials, a persistent HTTP 500, a timeout,
+a bad payload, each plain, with --json, and with -v (debug logs of requests
+and tracebacks of failures). The token must appear in no stdout, no stderr
+(where the logs go), no exception text and no table; the Authorization
+header built from it (replayable for two hours) must not appear either.
+~/.lean/credentials readable by others gets a one-line warning with the
+chmod 600 fix, silent under -q.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+
+from dbstate import full_dump_text, is_sqlite, runs
+from leansync.api import fetch_versions
+from leansync.config import load_credentials
+from leansync.database import sqlite_path
+from leansync.errors import LeansyncError
+from qc_server import FakeQuantConnect, Reply
+
+LEANSYNC = str(Path(sys.executable).with_name("leansync"))
+TOKEN = "SECRET-token-5b0d8e1f9a7c4d2e"
+USER_ID = "918273"
+
+
+@pytest.fixture
+def qc(tag_versions):
+    with FakeQuantConnect(versions=tag_versions[:30], user_id=USER_ID, token=TOKEN) as server:
+        yield server
+
+
+def leansync(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([LEANSYNC, "--database-url", url, *args], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def scenarios(qc):
+    """(name, set-up of the fake server, extra sync options, expected exit code)."""
+    def server_token(token):
+        def setup():
+            qc.token = token
+        return setup
+
+    def default(reply):
+        def setup():
+            qc.default = reply
+        return setup
+
+    bad_item = dict(qc.versions[0], id="not-a-number")
+    return [
+        ("success", lambda: None, [], 0),
+        ("rejected", server_token("the-token-the-server-expects"), [], 1),
+        ("http-500", default(Reply(status=500)), ["--retries", "1"], 1),
+        ("timeout", default(Reply(delay=5)), ["--timeout", "0.3", "--retries", "1"], 1),
+        ("bad-payload", default(Reply(json={"success": True, "versions": [bad_item]})), [], 1),
+    ]
+
+
+@pytest.mark.slow
+def test_the_token_appears_in_no_output_and_no_table(qc, run, database_url, isolated_env):
+    outputs = []
+    for name, setup, options, code in scenarios(qc):
+        # In-process for the plain and --json outputs; the installed command for
+        # -v, whose debug logging and tracebacks are configured process-wide.
+        for flags in ([], ["--json"], ["-v", "--json"]):
+            qc.token, qc.default = TOKEN, Reply()
+            setup()
+            env = qc.env(QUANTCONNECT_API_TOKEN=TOKEN)
+            where = f"{name} {flags}"
+            if "-v" in flags:
+                result = leansync(database_url, "sync", *flags, *options, env=env)
+                returncode, text = result.returncode, result.stdout + result.stderr
+                assert "leansync: urllib3" in result.stderr, where  # the debug logs were on
+                assert ("Traceback" in result.stderr) == bool(code), where
+            else:
+                result = run("sync", *flags, *options, env=env)
+                returncode, text = result.exit_code, result.stdout + result.stderr
+            assert returncode == code, f"{where}: {text}"
+            outputs.append((where, text))
+
+    # The Lean CLI's credentials file, with its permission warning.
+    credentials = isolated_env / ".lean" / "credentials"
+    credentials.parent.mkdir()
+    credentials.write_text(json.dumps({"user-id": USER_ID, "api-token": TOKEN}))
+    credentials.chmod(0o644)
+    qc.token, qc.default = TOKEN, Reply()
+    result = leansync(database_url, "sync", "-v", env={"QUANTCONNECT_API_URL": qc.url})
+    assert result.returncode == 0, result.stderr
+    assert "chmod 600" in result.stderr
+    outputs.append(("credentials file -v", result.stdout + result.stderr))
+
+    sent = {r.headers["Authorization"].split()[1] for r in qc.requests}
+    assert len(qc.requests) >= 20
+    for where, text in outputs:
+        assert TOKEN not in text, f"the token leaked in the output of: {where}"
+        assert not any(header in text for header in sent), f"the Authorization header leaked in: {where}"
+
+    dump = full_dump_text(database_url)
+    assert "failed" in dump and "success" in dump  # the dump does hold the runs' rows
+    assert TOKEN not in dump
+    assert not any(header in dump for header in sent)
+    if is_sqlite(database_url):
+        path = sqlite_path(database_url)
+        for file in (path, path.with_name(path.name + "-wal")):
+            if file.exists():
+                assert TOKEN.encode() not in file.read_bytes(), f"the token is in the bytes of {file}"
+    assert {r["status"] for r in runs(database_url)} == {"success", "failed"}
+
+
+def test_exceptions_do_not_carry_the_token(qc, monkeypatch):
+    monkeypatch.setenv("QUANTCONNECT_USER_ID", USER_ID)
+    monkeypatch.setenv("QUANTCONNECT_API_TOKEN", TOKEN)
+    credentials = load_credentials()
+    assert TOKEN not in repr(credentials) and TOKEN not in str(credentials)
+    qc.token = "another"
+    for reply in (Reply(), Reply(status=500), Reply(body="<html/>"), Reply(delay=5)):
+        qc.default = reply
+        with pytest.raises(LeansyncError) as caught:
+            document = fetch_versions(api_url=qc.url, credentials=credentials, timeout=0.3, retries=0)
+            pytest.fail(f"expected a failure, got {document}")
+        text = "".join(traceback.format_exception(caught.value))
+        assert TOKEN not in text and TOKEN not in repr(caught.value)
+
+
+# -- the permission warning ---------------------------------------------------------
+
+@pytest.fixture
+def credentials_file(isolated_env, qc):
+    path = isolated_env / ".lean" / "credentials"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"user-id": USER_ID, "api-token": TOKEN}))
+    return path
+
+
+def warning_for(path: Path) -> str:
+    return f"leansync: warning: {path} is readable by other users; fix it with: chmod 600 {path}\n"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o444])
+def test_credentials_readable_by_others_get_one_warning_line(run, qc, credentials_file, mode):
+    credentials_file.chmod(mode)
+    result = run("sync", "--api-url", qc.url)
+    assert result.exit_code == 0
+    assert result.stderr == warning_for(credentials_file)
+    assert TOKEN not in result.output
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o620])
+def test_private_credentials_get_no_warning(run, qc, credentials_file, mode):
+    credentials_file.chmod(mode)
+    result = run("sync", "--api-url", qc.url)
+    assert (result.exit_code, result.stderr) == (0, "")
+
+
+def test_the_warning_is_silent_under_quiet(run, qc, credentials_file):
+    """cron mails whatever a job prints: -q with nothing new prints nothing at all."""
+    credentials_file.chmod(0o644)
+    assert run("sync", "-q", "--api-url", qc.url).exit_code == 0  # first run: news, printed
+    again = run("sync", "-q", "--api-url", qc.url)
+    assert (again.exit_code, again.stdout, again.stderr) == (0, "", "")
+
+
+def test_the_warning_keeps_json_output_clean(run, qc, credentials_file):
+    credentials_file.chmod(0o644)
+    result = run("sync", "--json", "--api-url", qc.url)
+    assert json.loads(result.stdout)["status"] == "success"
+    assert result.stderr == warning_for(credentials_file)
