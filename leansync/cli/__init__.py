@@ -5,6 +5,7 @@ commands that need them, so `leansync --help` and `--version` start fast.
 """
 
 import logging
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class LeansyncGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # `leansync changes | head`: the reader left. Say nothing more
+            # (Python docs' recipe: point stdout at devnull so the exit flush is quiet).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(EXIT_FAILED)
         except LeansyncError as exc:
             _report(ctx, str(exc))
             ctx.exit(exc.exit_code)
