@@ -105,12 +105,17 @@ def database_url(request, tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`postgres_only` tests run only with the PostgreSQL database_url."""
+    """`postgres_only` / `sqlite_only` tests run only with that backend's database_url.
+
+    The other backend's variant is deselected rather than skipped: under
+    LEANSYNC_REQUIRE_POSTGRES=1 a skip on PostgreSQL should mean a problem.
+    """
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("database_url") if callspec else None
-        if item.get_closest_marker("postgres_only") and backend == "sqlite":
+        if (item.get_closest_marker("postgres_only") and backend == "sqlite") or (
+                item.get_closest_marker("sqlite_only") and backend == "postgresql"):
             dropped.append(item)
         else:
             kept.append(item)

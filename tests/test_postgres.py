@@ -151,12 +151,14 @@ WITHOUT_PSYCOPG2 = "import sys; sys.modules['psycopg2'] = None; from leansync.cl
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
-def test_a_plain_url_uses_psycopg_3(database_url, scheme, write_response, tag_versions):
+def test_a_plain_url_uses_psycopg_3(database_url, scheme, write_response, tag_versions, tmp_path):
     plain = database_url.replace("postgresql+psycopg://", f"{scheme}://", 1)
     assert plain.startswith(f"{scheme}://postgres@127.0.0.1:")
+    # cwd outside the checkout: `-c` puts the cwd first on sys.path, and the
+    # installed package (with its migrations) is what must run.
     synced = subprocess.run([sys.executable, "-c", WITHOUT_PSYCOPG2, "--database-url", plain, "sync", "--json",
                              "--from-file", write_response(tag_versions[:30])],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert synced.returncode == 0, synced.stderr
     assert json.loads(synced.stdout)["inserted"] == 30
     assert query(database_url, "SELECT count(*) FROM lean_version") == [(30,)]
