@@ -24,12 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from dbstate import check_invariants, has_schema, is_sqlite, snapshot
+from dbstate import check_integrity, check_invariants, has_schema, is_sqlite, snapshot
 from leansync.samples import response, version_from_tag
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
 TOTAL_VERSIONS = 20_000
 KILLS = 10
+MORE_KILLS = 4  # at most, aimed at the commit
 SEED = 20260127
 
 
@@ -117,8 +118,10 @@ class Copies:
 
     def wal_bytes(self) -> int:
         """Bytes in the SQLite WAL: frames a killed run wrote but never committed."""
+        if not self.sqlite:
+            return 0
         wal = self.path.with_name(self.path.name + "-wal")
-        return wal.stat().st_size if self.sqlite and wal.exists() else 0
+        return wal.stat().st_size if wal.exists() else 0
 
 
 def leansync_sync(url: str, payload: Path) -> subprocess.Popen:
@@ -147,40 +150,52 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
 
     copies = Copies(database_url, request, tmp_path)
     copies.save()
+    check_invariants(database_url)
     before = snapshot(database_url)
     reference = copies.copy_of_pristine()
     duration = completed(reference, payloads[2])
+    check_invariants(reference)
     after = snapshot(reference)
     counts = after["sync_run"][-1]
     # The run really changes history in every way.
     assert all(counts[k] > 0 for k in ("inserted", "updated", "removed", "restored", "new_hashes")), counts
     assert before != after
 
-    rng = random.Random(SEED)
-    outcomes = []
-    for attempt in range(KILLS):
-        # One kill in each tenth of the run's duration, at a random point in it.
-        delay = duration * (attempt + rng.random()) / KILLS
+    def kill_at(delay: float) -> str:
         proc = leansync_sync(database_url, payloads[2])
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         uncommitted = copies.wal_bytes()
-
-        check_invariants(database_url)
+        # Equal to a state that keeps the invariants, so it keeps them too.
+        check_integrity(database_url)
         state = snapshot(database_url)
-        where = f"kill {attempt} after {delay:.2f} s of {duration:.2f} s (exit {proc.returncode})"
         if state == before:
-            outcomes.append("before, mid-write" if uncommitted else "before")
-        elif state == after:
-            outcomes.append("after")
+            return "before, mid-write" if uncommitted else "before"
+        if state == after:
             copies.restore()
-        else:
-            changed = [t for t in state if state[t] not in (before[t], after[t])]
-            pytest.fail(f"{where}: the database is neither the before- nor the after-state "
-                        f"(tables {changed} differ)")
-    print(f"\nkills over {duration:.2f} s: {outcomes}", file=sys.stderr)
-    assert outcomes.count("after") < KILLS, "every kill came too late to test anything"
+            return "after"
+        changed = [t for t in state if state[t] not in (before[t], after[t])]
+        pytest.fail(f"a kill after {delay:.2f} s of {duration:.2f} s (exit {proc.returncode}) left the "
+                    f"database neither in the before- nor in the after-state (tables {changed} differ)")
+
+    # One kill in each tenth of the run's duration, at a random point in it.
+    rng = random.Random(SEED)
+    outcomes = {delay: kill_at(delay) for delay in (duration * (i + rng.random()) / KILLS for i in range(KILLS))}
+    if copies.sqlite:
+        # Home in on the commit, where a kill lands inside the write transaction
+        # (the WAL then holds frames that were never committed): halve the gap
+        # between the latest kill that left the before-state and the earliest
+        # later one that left the after-state.
+        for _ in range(MORE_KILLS):
+            if sum(o == "before, mid-write" for o in outcomes.values()) >= 2:
+                break
+            low = max(d for d, o in outcomes.items() if o != "after")
+            high = min((d for d, o in outcomes.items() if o == "after" and d > low), default=low + 1)
+            outcomes[(low + high) / 2] = kill_at((low + high) / 2)
+        assert "before, mid-write" in outcomes.values(), f"no kill landed inside the transaction: {outcomes}"
+    print(f"\nkills over {duration:.2f} s: {sorted(outcomes.items())}", file=sys.stderr)
+    assert any(o != "after" for o in outcomes.values()), "every kill came too late to test anything"
 
     # Whatever the kills left behind, the next run completes and lands exactly like the reference.
     completed(database_url, payloads[2])
@@ -195,20 +210,20 @@ def test_sigkill_during_the_first_run_leaves_no_partial_schema_or_data(database_
     next run then migrates and syncs as if nothing had happened."""
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps(response(tag_versions)))
-    for delay in (0.3, 0.6, 0.9):
+    for delay in (0.3, 0.5, 0.7, 0.9):
         proc = leansync_sync(database_url, payload)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
-        if proc.returncode == 0:
-            break
         if not has_schema(database_url):
             continue  # killed before the migration committed: nothing at all
-        check_invariants(database_url)
+        check_integrity(database_url)
         state = snapshot(database_url)
-        assert state["sync_run"] == [], f"a kill after {delay} s left a run behind"
+        if state["sync_run"]:
+            break  # it committed before the kill: checked as the complete state below
         assert all(len(state[t]) == 1 for t in state if t != "sync_run"), f"a kill after {delay} s left rows"
-    completed(database_url, payload)
+    else:
+        completed(database_url, payload)
     check_invariants(database_url)
     state = snapshot(database_url)
     assert len(state["lean_version"]) == 1 + len(tag_versions)  # column names, then rows
