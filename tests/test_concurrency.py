@@ -241,9 +241,8 @@ def test_a_long_read_does_not_block_a_sync(synced, payloads):
     check_invariants(url)
 
 
+@pytest.mark.sqlite_only
 def test_wal_mode(synced):
-    if not is_sqlite(synced):
-        pytest.skip("WAL is SQLite's")
     import sqlite3
 
     connection = sqlite3.connect(sqlite_path(synced))
