@@ -114,17 +114,17 @@ def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, re
 
 
 def _status_message(status: int, url: str, attempts: int, credentials: Credentials) -> str:
-    if status >= 500:
-        return (
-            f"QuantConnect at {url} answered HTTP {status} (server error) after {attempts} attempts; "
-            f"QuantConnect also answers {status} to some invalid credentials, so check those read "
-            f"from {credentials.source}"
-        )
+    message = f"QuantConnect at {url} answered HTTP {status}"
+    if status in RETRY_STATUSES:  # only these were retried
+        message += f" ({'too many requests' if status == 429 else 'server error'}) after {attempts} attempts"
+    elif status >= 500:
+        message += " (server error)"
+    if status == 500:
+        return (f"{message}; QuantConnect also answers 500 to some invalid credentials, "
+                f"so check those read from {credentials.source}")
     if status in (401, 403):
-        return f"QuantConnect at {url} answered HTTP {status}: the credentials read from {credentials.source} were refused"
-    if status == 429:
-        return f"QuantConnect at {url} answered HTTP 429 (too many requests) after {attempts} attempts"
-    return f"QuantConnect at {url} answered HTTP {status}"
+        return f"{message}: the credentials read from {credentials.source} were refused"
+    return message
 
 
 def _timed_out(exc: Exception) -> bool:

@@ -170,7 +170,17 @@ def test_a_persistent_failure_is_bounded_in_real_time(sync, qc):
     result = sync("--retries", "2")
     assert result.exit_code == 1
     assert qc.count == 3
-    assert "answered HTTP 503 (server error) after 3 attempts" in error_line(result)
+    # Only a 500 hints at the credentials: a 502-504 comes from a proxy or an outage.
+    assert error_line(result) == f"QuantConnect at {endpoint(qc)} answered HTTP 503 (server error) after 3 attempts"
+
+
+@pytest.mark.parametrize("status", [501, 505])
+def test_a_5xx_that_is_not_transient_is_not_retried(sync, qc, status):
+    qc.default = Reply(status=status)
+    result = sync("--retries", "3")
+    assert result.exit_code == 1
+    assert qc.count == 1
+    assert error_line(result) == f"QuantConnect at {endpoint(qc)} answered HTTP {status} (server error)"
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
