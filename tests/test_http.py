@@ -217,15 +217,16 @@ def test_a_persistent_timeout_ends_with_a_clear_message(sync, qc, database_url):
     assert runs(database_url)[-1]["status"] == "failed"
 
 
-def test_connection_refused_is_retried_then_reported(run, qc, database_url):
+def test_connection_refused_is_retried_then_reported(run, qc, database_url, sleeps):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api/v2/"
-    result = run("sync", "--retries", "1", "--api-url", url, env=qc.env())
+    result = run("sync", "--retries", "2", "--api-url", url, env=qc.env())
     assert result.exit_code == 1
+    assert len(sleeps) == 1 and 1 <= sleeps[0] <= 1.5  # the backoff before the third attempt
     message = error_line(result)
-    assert message.startswith(f"could not reach QuantConnect at {url}lean/versions/read after 2 attempts: ")
+    assert message.startswith(f"could not reach QuantConnect at {url}lean/versions/read after 3 attempts: ")
     assert "Connection refused" in message
     assert runs(database_url)[-1]["error"] == message
 
