@@ -40,7 +40,9 @@ SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "100",
     "shared_buffers": "32MB",  # several helpers' clusters may share a small machine
-    "timezone": "'UTC'",
+    # Not UTC, as on many production servers: code or SQL that silently
+    # assumes a UTC session (a zoneless literal, a naive datetime) fails here.
+    "timezone": "'Asia/Kolkata'",
     "log_min_messages": "warning",
 }
 

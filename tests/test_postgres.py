@@ -105,7 +105,8 @@ def test_no_relation_uses_a_zoneless_timestamp_plain_json_or_varchar(database_ur
 
 
 def test_timestamps_are_utc_whatever_the_session_time_zone(database_url, postgres_cluster, run,
-                                                            write_response, tag_versions):
+                                                            write_response, tag_versions, monkeypatch):
+    monkeypatch.delenv("PGTZ", raising=False)  # it would override the database's setting
     name = make_url(database_url).database
     with postgres_cluster.admin() as admin:
         # +13:45 in March: any code that drops or assumes a zone shows it.
