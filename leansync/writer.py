@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Connection, Table, insert, update
 
-from leansync.diff import Plan, StoredVersion, plan_sync
+from leansync.diff import Plan, StoredVersion, hash_candidates, new_hashes, plan_versions
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
 from leansync.payload import Version, encode_raw
 
@@ -61,23 +61,33 @@ def _insert_sql(table: Table, columns: tuple[str, ...], codec: Codec) -> str:
     return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
 
 
-def read_state(conn: Connection) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
-    """The stored versions and the hashes already known, for the diff.
+def read_versions(conn: Connection) -> list[StoredVersion]:
+    """The stored versions, for the diff.
 
     Only id, raw (JSON text on SQLite, decoded jsonb on PostgreSQL) and the
     removed flag are read: the diff derives the seven fields from raw for the
     few versions whose raw object changed.
     """
     rows = conn.exec_driver_sql(f"SELECT id, raw, removed_at IS NOT NULL FROM {lean_version.name}").all()
-    stored = [StoredVersion(vid, None, raw, bool(removed)) for vid, raw, removed in rows]
-    hashes = {(kind, value) for kind, value in conn.exec_driver_sql(f"SELECT kind, hash FROM {lean_hash.name}").all()}
-    return stored, hashes
+    return [StoredVersion(vid, None, raw, bool(removed)) for vid, raw, removed in rows]
+
+
+def read_hashes(conn: Connection) -> set[tuple[str, str]]:
+    return {(kind, value) for kind, value in conn.exec_driver_sql(f"SELECT kind, hash FROM {lean_hash.name}").all()}
+
+
+def read_state(conn: Connection) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
+    """The stored versions and the hashes already known."""
+    return read_versions(conn), read_hashes(conn)
 
 
 def plan_against(conn: Connection, incoming: list[Version]) -> Plan:
     """The plan that brings the database in line with ``incoming``."""
-    stored, known_hashes = read_state(conn)
-    return plan_sync(stored=stored, known_hashes=known_hashes, incoming=incoming)
+    plan = plan_versions(stored=read_versions(conn), incoming=incoming)
+    # Known hashes matter only if some version is new, changed or back.
+    known = read_hashes(conn) if hash_candidates(plan) else set()
+    plan.new_hashes = new_hashes(plan, known)
+    return plan
 
 
 def insert_run(conn: Connection, *, started_at: datetime, source: str, status: str,
