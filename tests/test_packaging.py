@@ -1,7 +1,11 @@
 """The wheel ships the migrations, and works from a folder outside the checkout.
 
 The wheel is built from a copy of the checkout, so the build's by-products
-(build/, *.egg-info) never land in the shared working tree.
+(build/, *.egg-info) never land in the shared working tree. It is built
+offline, without build isolation: with this environment's setuptools, which
+the `test` extra brings to the version pyproject.toml's [build-system] needs
+(a fresh venv's bundled setuptools is older and has no bdist_wheel). pip
+checks that version first, so a stale environment fails saying what is missing.
 """
 
 import os
@@ -33,8 +37,8 @@ def wheel(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"
     shutil.copytree(REPO, source, ignore=NOT_SOURCES)
-    _run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--no-index",
-          "-q", "-w", str(work / "dist")], cwd=source)
+    _run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--check-build-dependencies",
+          "--no-index", "-q", "-w", str(work / "dist")], cwd=source)
     [built] = (work / "dist").glob("leansync-*.whl")
     return built
 
