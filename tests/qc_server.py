@@ -86,7 +86,6 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
-    received: float  # time.monotonic() on arrival, for measuring backoff gaps
 
 
 class FakeQuantConnect:
@@ -202,8 +201,7 @@ class FakeQuantConnect:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         headers = {k: v for k, v in handler.headers.items()}
-        request = Request(method=handler.command, path=handler.path, headers=headers, body=body,
-                          received=time.monotonic())
+        request = Request(method=handler.command, path=handler.path, headers=headers, body=body)
         reply = self._next_reply(request)
         if reply.delay and self._stopping.wait(reply.delay):
             return
