@@ -1,5 +1,6 @@
-"""Read-side queries: what `versions`, `show`, `hashes`, `changes`, `runs` and
-`check` print.
+"""Read-side queries: the rows `versions`, `show`, `hashes`, `changes` and
+`runs` print, and the facts `check` decides on (how they are printed is
+leansync.cli's business).
 
 Events come from the `lean_version_event` view and the listed versions from
 `lean_version_current` (migration 0002), so the command line and a reporting
@@ -9,7 +10,7 @@ timezone-aware UTC datetimes, bools, ints, strings and None.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import (
     Column,
@@ -60,14 +61,17 @@ lean_version_event = Table(
 
 EVENT_KINDS = ("new_version", "changed", "removed", "restored", "new_hash")
 
-VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at")
-AS_OF_COLUMNS = ("id", *API_FIELDS, "valid_from", "valid_to")
-STATE_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields", "changes",
-                 *API_FIELDS, "sync_run_id")
-HASH_COLUMNS = ("kind", "hash", "first_seen_at", "first_version_id", "sync_run_id")
-EVENT_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "hash_kind", "hash",
-                 "sync_run_id")
-RUN_COLUMNS = tuple(c.name for c in sync_run.columns)
+# The columns each listing returns, in output order: what JSON and CSV
+# export. (Not writer.py's *_COLUMNS, which are what a sync inserts.)
+# Listings of a table carry every column it has, raw included.
+VERSION_LISTING_COLUMNS = tuple(c.name for c in lean_version.columns)
+AS_OF_LISTING_COLUMNS = ("id", *API_FIELDS, "valid_from", "valid_to")
+STATE_LISTING_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields", "changes",
+                         *API_FIELDS, "sync_run_id")
+HASH_LISTING_COLUMNS = tuple(c.name for c in lean_hash.columns)
+EVENT_LISTING_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "hash_kind", "hash",
+                         "sync_run_id")
+RUN_LISTING_COLUMNS = tuple(c.name for c in sync_run.columns)
 
 V = lean_version.c
 H = lean_version_history.c
@@ -93,22 +97,18 @@ def versions(conn: Connection, *, which: str = "listed", public: bool | None = N
              limit: int | None = None) -> list[dict]:
     """Versions newest id first: ``which`` is listed (the default), all, or removed."""
     if which == "listed":
-        view = lean_version_current.c
-        # removed_at is NULL for every listed version; _rows fills it in.
-        stmt = select(view.id, *[view[f] for f in API_FIELDS], view.first_seen_at, view.last_seen_at,
-                      view.updated_at)
-        table = view
+        source = lean_version_current.c  # it has no removed_at: _rows fills in None
+    elif which in ("all", "removed"):
+        source = V
     else:
-        stmt = select(*[V[name] for name in VERSION_COLUMNS])
-        if which == "removed":
-            stmt = stmt.where(V.removed_at.is_not(None))
-        elif which != "all":
-            raise ValueError(which)
-        table = V
+        raise ValueError(which)
+    stmt = select(*[source[name] for name in VERSION_LISTING_COLUMNS if name in source])
+    if which == "removed":
+        stmt = stmt.where(V.removed_at.is_not(None))
     if public is not None:
-        stmt = stmt.where(table.public.is_(public))
-    stmt = stmt.order_by(table.id.desc()).limit(limit)
-    return _rows(conn.execute(stmt), VERSION_COLUMNS)
+        stmt = stmt.where(source.public.is_(public))
+    stmt = stmt.order_by(source.id.desc()).limit(limit)
+    return _rows(conn.execute(stmt), VERSION_LISTING_COLUMNS)
 
 
 def versions_as_of(conn: Connection, when: datetime, *, public: bool | None = None,
@@ -120,7 +120,7 @@ def versions_as_of(conn: Connection, when: datetime, *, public: bool | None = No
     if public is not None:
         stmt = stmt.where(H.public.is_(public))
     stmt = stmt.order_by(H.version_id.desc()).limit(limit)
-    return _rows(conn.execute(stmt), AS_OF_COLUMNS)
+    return _rows(conn.execute(stmt), AS_OF_LISTING_COLUMNS)
 
 
 def _field_changes(old: dict | None, new: dict, changed_fields: str | None) -> dict | None:
@@ -131,19 +131,17 @@ def _field_changes(old: dict | None, new: dict, changed_fields: str | None) -> d
 
 
 def version_summary(conn: Connection, version_id: int) -> dict:
-    row = conn.execute(select(*[V[name] for name in VERSION_COLUMNS]).where(V.id == version_id)).first()
-    if row is None:
+    """One version's lean_version row, as ``versions --all`` lists it."""
+    rows = _rows(conn.execute(select(lean_version).where(V.id == version_id)), VERSION_LISTING_COLUMNS)
+    if not rows:
         raise NotFound(version_id)
-    return dict(row._mapping)
+    return rows[0]
 
 
 def version_states(conn: Connection, version_id: int) -> list[dict]:
     """Every state of one version, oldest first, with what opened and ended it."""
     states = conn.execute(
-        select(H.id, *[H[name] for name in API_FIELDS], H.valid_from, H.valid_to, H.changed_fields,
-               H.sync_run_id)
-        .where(H.version_id == version_id)
-        .order_by(H.valid_from, H.id)
+        select(lean_version_history).where(H.version_id == version_id).order_by(H.valid_from, H.id)
     ).all()
     events = conn.execute(
         select(E.event, E.history_id, E.previous_history_id)
@@ -177,13 +175,13 @@ def version_states(conn: Connection, version_id: int) -> list[dict]:
 def hashes(conn: Connection, *, kind: str | None = None, since: datetime | None = None) -> list[dict]:
     """Hashes newest first, with the run and version that first carried them."""
     h = lean_hash.c
-    stmt = select(*[h[name] for name in HASH_COLUMNS])
+    stmt = select(lean_hash)
     if kind is not None:
         stmt = stmt.where(h.kind == kind)
     if since is not None:
         stmt = stmt.where(h.first_seen_at >= since)
     stmt = stmt.order_by(h.first_seen_at.desc(), h.first_version_id.desc(), h.kind, h.hash)
-    return _rows(conn.execute(stmt), HASH_COLUMNS)
+    return _rows(conn.execute(stmt), HASH_LISTING_COLUMNS)
 
 
 # Within one run: a version's own events first, its new hashes after them.
@@ -196,7 +194,7 @@ def events(conn: Connection, *, since: datetime, until: datetime | None = None) 
     old = lean_version_history.alias("old_state")
     stmt = (
         select(
-            *[E[name] for name in EVENT_COLUMNS if name != "changes"],
+            *[E[name] for name in EVENT_LISTING_COLUMNS if name != "changes"],
             *[new.c[f].label(f"new_{f}") for f in API_FIELDS],
             *[old.c[f].label(f"old_{f}") for f in API_FIELDS],
             old.c.id.label("old_id"),
@@ -216,20 +214,16 @@ def events(conn: Connection, *, since: datetime, until: datetime | None = None) 
         old_values = {f: m[f"old_{f}"] for f in API_FIELDS} if m["old_id"] is not None else None
         new_values = {f: m[f"new_{f}"] for f in API_FIELDS}
         changes = _field_changes(old_values, new_values, m["changed_fields"])
-        out.append({name: changes if name == "changes" else m[name] for name in EVENT_COLUMNS})
+        out.append({name: changes if name == "changes" else m[name] for name in EVENT_LISTING_COLUMNS})
     return out
 
 
 def runs(conn: Connection, *, limit: int | None = None) -> list[dict]:
     stmt = select(sync_run).order_by(sync_run.c.id.desc()).limit(limit)
-    return _rows(conn.execute(stmt), RUN_COLUMNS)
+    return _rows(conn.execute(stmt), RUN_LISTING_COLUMNS)
 
 
-# --- check: the monitoring-plugin verdict -----------------------------------
-
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-STATUS_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-
+# --- check: the facts the monitoring verdict is decided on -----------------------
 
 @dataclass(frozen=True)
 class Health:
@@ -257,50 +251,3 @@ def health(conn: Connection) -> Health:
         last_error=failures[0].error if failures else None,
         listed=listed,
     )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    code: int
-    message: str
-    age_seconds: int | None
-    failed: int
-    max_age_seconds: int
-
-    @property
-    def line(self) -> str:
-        """`STATUS - message | perfdata`; age's critical threshold is --max-age."""
-        age = "U" if self.age_seconds is None else f"{self.age_seconds}s"
-        perfdata = f"age={age};;{self.max_age_seconds};0 failed_runs={self.failed};0;;0"
-        return f"{STATUS_NAMES[self.code]} - {self.message} | {perfdata}"
-
-
-def _one_line(text: str | None) -> str:
-    # A monitor reads one line, and `|` starts the perfdata.
-    return " ".join((text or "no error recorded").split()).replace("|", "/")
-
-
-def verdict(h: Health, *, now: datetime, max_age: timedelta) -> Verdict:
-    """OK if the newest success is at most ``max_age`` old; WARNING if runs failed
-    since; CRITICAL if it is older or there is none."""
-    from leansync.timespec import format_age, format_utc
-
-    max_s = int(max_age.total_seconds())
-    failures = ""
-    if h.failed_since:
-        runs_word = "run" if h.failed_since == 1 else "runs"
-        since = " since" if h.last_success_at is not None else ""
-        failures = f"{h.failed_since} {runs_word} failed{since}; last error: {_one_line(h.last_error)}"
-    if h.last_success_at is None:
-        message = "no successful sync run yet" + (f"; {failures}" if failures else "")
-        return Verdict(CRITICAL, message, None, h.failed_since, max_s)
-    age = max(0, int((now - h.last_success_at).total_seconds()))
-    last = f"last successful sync {format_age(age)} ago (run {h.last_success_id} at {format_utc(h.last_success_at)})"
-    if age > max_s:
-        message = f"{last}, older than {format_age(max_s)}" + (f"; {failures}" if failures else "")
-        return Verdict(CRITICAL, message, age, h.failed_since, max_s)
-    if h.failed_since:
-        return Verdict(WARNING, f"{last}; {failures}", age, h.failed_since, max_s)
-    return Verdict(OK, f"{last}; {h.listed} versions listed", age, h.failed_since, max_s)
-
-

@@ -11,6 +11,7 @@ leansync's own code.
     T3 2026-03-02 09:00         c back with a new name; d removed      run 3
     T4 2026-03-09 09:00         a broken response: the run fails       run 4
     T5 2026-04-06 09:30         d back unchanged; b: ref change; h new run 5
+                                (h carries a key the schema does not model)
     T6 2026-04-13 09:00         a removed                              run 6
 """
 
@@ -42,6 +43,8 @@ ONE_US = timedelta(microseconds=1)
 
 NEW_HASH = "0123456789abcdef0123456789abcdef01234567"
 NEW_DESCRIPTION = "Retagged: Skip stale chain universe open interest"
+# Kept only in lean_version.raw: nested, non-ASCII, a float and a null.
+UNMODELLED = {"notes": {"tags": ["beta", "façade → ü, \"quoted\""], "weight": 1.5, "reviewer": None}}
 API_KEYS = ("id", "name", "description", "ref", "lean_hash", "lean_cloud_hash", "public", "created")
 
 INT_COLUMNS = {"id", "version_id", "first_version_id", "sync_run_id", "versions_seen", "inserted", "updated",
@@ -106,6 +109,7 @@ def scenario(run, write_response, tag_versions, tmp_path) -> Scenario:
         failed = run("sync", "-q", "--from-file", bad)
     assert failed.exit_code == 1
     v["b"]["ref"] = "release"
+    v["h"].update(UNMODELLED)
     sync_at(T5, "abcdefgh")
     sync_at(T6, "bcdefgh")
     return Scenario(v=v, original=original, snapshots=snapshots, bad_file=str(bad))
@@ -149,7 +153,7 @@ def typed_csv_row(row: dict) -> dict:
             out[key] = _time(value)
         elif key == "public":
             out[key] = {"true": True, "false": False}[value]
-        elif key == "changes":
+        elif key in ("changes", "raw"):  # JSON text in CSV, an object in JSON
             out[key] = json.loads(value)
         else:
             out[key] = value
@@ -181,7 +185,10 @@ def test_versions_lists_the_current_list_newest_id_first_with_every_column(run, 
     rows = json_and_csv(run, "versions")
     assert subset(rows) == newest_first([v[x] for x in "bcdefgh"])
     assert list(rows[0]) == ["id", "name", "description", "ref", "lean_hash", "lean_cloud_hash", "public",
-                             "created", "first_seen_at", "last_seen_at", "updated_at", "removed_at"]
+                             "created", "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw"]
+    # raw: the API's object exactly as last sent, unmodelled keys included
+    assert {r["id"]: r["raw"] for r in rows} == {v[x]["id"]: v[x] for x in "bcdefgh"}
+    assert rows[-1]["id"] == v["h"]["id"] and rows[-1]["raw"]["notes"] == UNMODELLED["notes"]
     times = {r["id"]: (r["first_seen_at"], r["last_seen_at"], r["updated_at"], r["removed_at"]) for r in rows}
     assert times == {
         v["b"]["id"]: (iso(T1), iso(T6), iso(T5), None),
@@ -202,6 +209,7 @@ def test_versions_all_and_removed(run, scenario):
     assert subset(removed) == newest_first([v["a"]])
     assert (removed[0]["first_seen_at"], removed[0]["last_seen_at"], removed[0]["removed_at"]) == (
         iso(T1), iso(T5), iso(T6))
+    assert removed[0]["raw"] == v["a"]  # as the last run that listed it saw it
     assert [r for r in everything if r["id"] == v["a"]["id"]] == removed
 
 
@@ -282,6 +290,9 @@ def test_versions_table_is_aligned_with_full_hashes(run, scenario):
     v = scenario.v
     result = run("versions", "--all")
     assert result.exit_code == 0
+    # raw and the bookkeeping times are for export, not for the table
+    assert result.stdout.split("\n")[0].split() == ["id", "name", "ref", "public", "created", "lean_hash",
+                                                     "lean_cloud_hash", "removed_at", "description"]
     rows = parse_table(result.stdout)
     assert [int(r["id"]) for r in rows] == scenario.ids("abcdefgh")
     for row, version in zip(rows, sorted(v.values(), key=lambda x: -x["id"])):
@@ -308,6 +319,8 @@ def test_versions_with_no_rows_prints_the_header_or_an_empty_export(run, scenari
 def test_show_lists_every_state_with_old_and_new_values(run, scenario):
     v, o = scenario.v, scenario.original
     states = json_and_csv(run, "show", v["b"]["id"])
+    assert list(states[0]) == ["version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields",
+                               "changes", *API_KEYS[1:], "sync_run_id"]  # the history keeps no raw
     assert [(s["valid_from"], s["valid_to"], s["event"], s["ended_by"], s["changed_fields"], s["sync_run_id"])
             for s in states] == [
         (iso(T1), iso(T2), "new_version", "changed", None, 1),

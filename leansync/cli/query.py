@@ -1,19 +1,26 @@
 """The read-only commands: versions, show, hashes, changes, runs, check.
 
 They never create or migrate a database. The queries live in leansync.read
-(imported inside the commands: SQLAlchemy must not load for `--help`).
+(imported inside the commands: SQLAlchemy must not load for `--help`); how
+rows print is leansync.cli.render; check's verdict and its monitoring-plugin
+line are here.
 """
 
 import sys
 import traceback
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from enum import IntEnum
+from typing import TYPE_CHECKING
 
 import click
 
 from leansync.cli import AppContext, verbosity_options
-from leansync.cli.render import describe_changes, emit, format_option, shorten, text_value
-from leansync.timespec import TimespecError, parse_duration, parse_when
+from leansync.cli.render import describe_changes, emit, format_option, one_line, shortened, text_value
+from leansync.timespec import TimespecError, format_age, format_utc, parse_duration, parse_when
+
+if TYPE_CHECKING:  # at run time read loads only inside the commands (SQLAlchemy)
+    from leansync.read import Health
 
 NOW_KEY = "leansync.now"
 
@@ -79,8 +86,10 @@ def reading(app: AppContext):
 def versions_command(app: AppContext, show_all, removed, public, as_of, limit, fmt):
     """List the versions currently listed, newest id first.
 
-    JSON and CSV carry every column; with --as-of the columns are the state
-    at that moment and its valid_from/valid_to.
+    JSON and CSV carry every column of lean_version in full, raw (the API's
+    object as last seen) included. With --as-of the columns are the state at
+    that moment from the history: the seven fields (the history keeps no raw)
+    and its valid_from/valid_to.
 
     \b
     Example:
@@ -97,14 +106,14 @@ def versions_command(app: AppContext, show_all, removed, public, as_of, limit, f
     with reading(app) as conn:
         if as_of is not None:
             rows = read.versions_as_of(conn, as_of, public=public, limit=limit)
-            columns, extra = read.AS_OF_COLUMNS, ["valid_from"]
+            columns, extra = read.AS_OF_LISTING_COLUMNS, ["valid_from"]
         else:
             which = "all" if show_all else "removed" if removed else "listed"
             rows = read.versions(conn, which=which, public=public, limit=limit)
-            columns, extra = read.VERSION_COLUMNS, ["removed_at"] if (show_all or removed) else []
+            columns, extra = read.VERSION_LISTING_COLUMNS, ["removed_at"] if (show_all or removed) else []
+    # The table leaves out raw and the bookkeeping times: JSON and CSV have them.
     table = ["id", "name", "ref", "public", "created", "lean_hash", "lean_cloud_hash", *extra, "description"]
-    emit(rows, columns, fmt, table_columns=table,
-         cells={"description": lambda row: shorten(text_value(row["description"]))})
+    emit(rows, columns, fmt, table_columns=table, cells={"description": shortened("description")})
 
 
 # --- show --------------------------------------------------------------------
@@ -119,6 +128,8 @@ def show_command(app: AppContext, version_id: int, fmt: str):
 
     Each state has valid_from, valid_to, the event that opened it, what ended
     it (changed or removed) and the changed fields with old → new values.
+    JSON and CSV are the states, one row each with every column; the
+    version's own row (its times and raw) is in `versions --all`.
 
     \b
     Example:
@@ -135,17 +146,16 @@ def show_command(app: AppContext, version_id: int, fmt: str):
         except read.NotFound:
             raise LeansyncError(f"version {version_id} is not in {safe_url(app.resolved_database_url())}") from None
         states = read.version_states(conn, version_id)
-    if fmt != "table":
-        emit(states, read.STATE_COLUMNS, fmt)
-        return
-    status = f"removed {text_value(summary['removed_at'])}" if summary["removed_at"] else "listed"
-    click.echo(f"version {version_id}: {status}; first seen {text_value(summary['first_seen_at'])}, "
-               f"last seen {text_value(summary['last_seen_at'])}, updated {text_value(summary['updated_at'])}")
-    width = max(len(name) for name in read.API_FIELDS)
-    for name in read.API_FIELDS:
-        click.echo(f"  {name.ljust(width)}  {text_value(summary[name])}")
-    click.echo()
-    emit(states, read.STATE_COLUMNS, fmt, table_columns=["valid_from", "valid_to", "event", "ended_by", "changes"],
+    if fmt == "table":  # the version itself, then its states
+        status = f"removed {text_value(summary['removed_at'])}" if summary["removed_at"] else "listed"
+        click.echo(f"version {version_id}: {status}; first seen {text_value(summary['first_seen_at'])}, "
+                   f"last seen {text_value(summary['last_seen_at'])}, updated {text_value(summary['updated_at'])}")
+        width = max(len(name) for name in read.API_FIELDS)
+        for name in read.API_FIELDS:
+            click.echo(f"  {name.ljust(width)}  {text_value(summary[name])}")
+        click.echo()
+    emit(states, read.STATE_LISTING_COLUMNS, fmt,
+         table_columns=["valid_from", "valid_to", "event", "ended_by", "changes"],
          cells={"changes": lambda row: describe_changes(row["changes"])})
 
 
@@ -171,7 +181,7 @@ def hashes_command(app: AppContext, kind, since, fmt):
 
     with reading(app) as conn:
         rows = read.hashes(conn, kind=kind, since=since)
-    emit(rows, read.HASH_COLUMNS, fmt)
+    emit(rows, read.HASH_LISTING_COLUMNS, fmt)
 
 
 # --- changes -----------------------------------------------------------------
@@ -206,7 +216,7 @@ def changes_command(app: AppContext, since, until, fmt):
         raise click.UsageError("--until must be later than --since")
     with reading(app) as conn:
         rows = read.events(conn, since=since, until=until)
-    emit(rows, read.EVENT_COLUMNS, fmt, table_columns=["event_time", "event", "version_id", "detail"],
+    emit(rows, read.EVENT_LISTING_COLUMNS, fmt, table_columns=["event_time", "event", "version_id", "detail"],
          cells={"detail": _event_detail})
 
 
@@ -233,13 +243,54 @@ def runs_command(app: AppContext, limit, fmt):
         rows = read.runs(conn, limit=limit)
     table = ["id", "started_at", "status", "versions_seen", "inserted", "updated", "unchanged", "removed",
              "restored", "new_hashes", "error"]
-    emit(rows, read.RUN_COLUMNS, fmt, table_columns=table,
-         cells={"error": lambda row: shorten(text_value(row["error"]))})
+    emit(rows, read.RUN_LISTING_COLUMNS, fmt, table_columns=table, cells={"error": shortened("error")})
 
 
 # --- check -------------------------------------------------------------------
 
-UNKNOWN = 3
+class Status(IntEnum):
+    """The monitoring-plugin statuses; each value is the exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+def status_line(status: Status, message: str, perfdata: str | None = None) -> str:
+    """`STATUS - message | perfdata` on one line: a monitor reads one line, and
+    a `|` in the message would start the perfdata."""
+    line = f"{status.name} - {one_line(message).replace('|', '/')}"
+    return line if perfdata is None else f"{line} | {perfdata}"
+
+
+def verdict(health: "Health", *, now: datetime, max_age: timedelta) -> tuple[Status, str]:
+    """The status and its line for what read.health found: OK if the newest success
+    is at most ``max_age`` old; WARNING if runs failed since; CRITICAL if it is
+    older or there is none."""
+    max_s = int(max_age.total_seconds())
+    age = None
+    if health.last_success_at is None:
+        status, message = Status.CRITICAL, "no successful sync run yet"
+    else:
+        age = max(0, int((now - health.last_success_at).total_seconds()))
+        message = (f"last successful sync {format_age(age)} ago "
+                   f"(run {health.last_success_id} at {format_utc(health.last_success_at)})")
+        if age > max_s:
+            status, message = Status.CRITICAL, f"{message}, older than {format_age(max_s)}"
+        elif health.failed_since:
+            status = Status.WARNING
+        else:
+            status, message = Status.OK, f"{message}; {health.listed} versions listed"
+    if health.failed_since:
+        runs_word = "run" if health.failed_since == 1 else "runs"
+        since = " since" if health.last_success_at is not None else ""
+        message += (f"; {health.failed_since} {runs_word} failed{since}; "
+                    f"last error: {health.last_error or 'no error recorded'}")
+    # age's critical threshold is --max-age; "U": no age to measure
+    perfdata = (f"age={'U' if age is None else f'{age}s'};;{max_s};0 "
+                f"failed_runs={health.failed_since};0;;0")
+    return status, status_line(status, message, perfdata)
 
 
 class MonitoringCommand(click.Command):
@@ -249,8 +300,8 @@ class MonitoringCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
-            click.echo(f"UNKNOWN - {' '.join(exc.format_message().split())}")
-            ctx.exit(UNKNOWN)
+            click.echo(status_line(Status.UNKNOWN, exc.format_message()))
+            ctx.exit(int(Status.UNKNOWN))
 
 
 @click.command("check", cls=MonitoringCommand)
@@ -272,7 +323,7 @@ def check_command(ctx: click.Context, max_age):
       leansync check --max-age 26h       # daily sync, a little slack
     """
     app: AppContext = ctx.obj
-    now = datetime.now(timezone.utc)
+    now = command_now(ctx)
     try:
         from leansync import read
 
@@ -281,8 +332,8 @@ def check_command(ctx: click.Context, max_age):
     except Exception as exc:  # anything that stops us reading is UNKNOWN, never a traceback
         if app.verbose:
             traceback.print_exc(file=sys.stderr)
-        click.echo(f"UNKNOWN - {' '.join(str(exc).split()) or type(exc).__name__}")
-        ctx.exit(UNKNOWN)
-    result = read.verdict(health, now=now, max_age=max_age)
-    click.echo(result.line)
-    ctx.exit(result.code)
+        click.echo(status_line(Status.UNKNOWN, str(exc).strip() or type(exc).__name__))
+        ctx.exit(int(Status.UNKNOWN))
+    status, line = verdict(health, now=now, max_age=max_age)
+    click.echo(line)
+    ctx.exit(int(status))

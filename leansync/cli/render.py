@@ -31,19 +31,20 @@ def _json_value(value):
         return format_utc(value)
     if isinstance(value, dict):
         return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
     return value
 
 
 def text_value(value) -> str:
-    """A cell as text: the same spelling in CSV and tables."""
+    """A cell as text: the same spelling in CSV and tables; objects as JSON text."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, datetime):
-        return format_utc(value)
-    if isinstance(value, dict):
-        return json.dumps(_json_value(value), ensure_ascii=False, separators=(",", ":"))
+    value = _json_value(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return str(value)
 
 
@@ -61,9 +62,19 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
+def one_line(text: str) -> str:
+    """Runs of whitespace, newlines included, as one space."""
+    return " ".join(text.split())
+
+
 def shorten(text: str, width: int = TABLE_TEXT_WIDTH) -> str:
-    text = " ".join(text.split())
+    text = one_line(text)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def shortened(column: str) -> Callable[[dict], str]:
+    """A table cell for long free text: the column's value, shortened."""
+    return lambda row: shorten(text_value(row[column]))
 
 
 def to_table(rows: Sequence[dict], columns: Sequence[str],
