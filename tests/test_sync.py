@@ -1,7 +1,8 @@
 """`leansync sync` through the CLI, over several runs with frozen clocks.
 
 Runs on every backend of the ``database_url`` fixture: the database is
-inspected with SQLAlchemy only.
+inspected with SQLAlchemy only. Tests of output formatting and input
+handling, where the backend does not matter, are marked ``sqlite_only``.
 """
 
 import copy
@@ -30,9 +31,6 @@ T5 = datetime(2026, 3, 5, 6, 0, 0, tzinfo=UTC)
 COUNT_KEYS = ["versions_seen", "inserted", "updated", "unchanged", "removed", "restored", "new_hashes"]
 JSON_KEYS = {"status", "run_id", *COUNT_KEYS}
 H = lean_version_history.c
-
-# For tests of output formatting only: the backend does not matter there.
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -168,7 +166,7 @@ def test_first_sync_inserts_everything(sync, db, six, database_url):
     check_invariants(database_url)
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_source_is_the_resolved_file_path(run, db, six, tmp_path, monkeypatch):
     path = tmp_path / "saved.json"
     path.write_text(json.dumps({"versions": six, "success": True, "errors": []}))
@@ -180,7 +178,7 @@ def test_source_is_the_resolved_file_path(run, db, six, tmp_path, monkeypatch):
     assert run_row["source"] == str(path.resolve())
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_stdin(run, db, six):
     with freeze_time(T1):
         result = run("sync", "--json", "--from-file", "-", input=json.dumps({"versions": six, "success": True}))
@@ -280,7 +278,7 @@ def test_raw_only_change_refreshes_raw_and_counts_unchanged(sync, db, six, datab
     check_invariants(database_url)
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_raw_only_change_is_silent_with_q(sync, six):
     sync(six, at=T1)
     six[0]["extra"] = {"nested": True}
@@ -333,7 +331,7 @@ def test_lean_hash_rows_over_runs(sync, db, six):
     assert {hashes[k]["first_seen_at"] for k in new_in_2} == {T2}
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_null_and_empty_hashes_make_no_rows(sync, db, six):
     six[0]["leanHash"] = None
     six[0]["leanCloudHash"] = ""
@@ -367,7 +365,7 @@ def test_sync_run_rows_record_every_run(sync, db, six):
     ]
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_finished_at_is_the_commit_time(run, db, six, write_response):
     """started_at is read after the lock, finished_at at the commit: both from the clock."""
     path = write_response(six)
@@ -415,7 +413,7 @@ def database_files(database_url) -> dict[str, bytes] | None:
     return {p.name: p.read_bytes() for p in candidates if p.exists() and (p.stat().st_size or p.name != f"{path.name}-wal")}
 
 
-@sqlite_only  # on PostgreSQL "missing" is an empty database: test_dry_run_on_an_empty_database_writes_nothing
+@pytest.mark.sqlite_only  # on PostgreSQL "missing" is an empty database: test_dry_run_on_an_empty_database_writes_nothing
 def test_dry_run_on_a_missing_database_creates_nothing(run, database_url, six, write_response):
     path = write_response(six)
     with freeze_time(T1):
@@ -477,7 +475,7 @@ def test_dry_run_on_an_existing_database_writes_nothing(sync, run, db, database_
     ]
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_dry_run_human_output_lists_every_change(sync, run, db, six, write_response, tag_versions):
     sync(six, at=T1)
     many = copy.deepcopy(tag_versions[:40])  # 34 new versions: more than a normal run shows
@@ -490,7 +488,7 @@ def test_dry_run_human_output_lists_every_change(sync, run, db, six, write_respo
     assert len(db.rows(sync_run)) == 1
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_dry_run_then_real_run_agree(sync, run, six, write_response):
     sync(six[:4], at=T1)
     items = [{**six[0], "ref": "x"}, *six[1:3], six[5]]
@@ -503,7 +501,7 @@ def test_dry_run_then_real_run_agree(sync, run, six, write_response):
 # --- output ---------------------------------------------------------------------------------------
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_json_keys_are_exactly_the_documented_ones(sync, six):
     for at, items in ((T1, six), (T2, six), (T3, six[:4])):
         document = json.loads(sync(items, "--json", at=at).stdout)
@@ -513,7 +511,7 @@ def test_json_keys_are_exactly_the_documented_ones(sync, six):
         assert all(type(document[k]) is int for k in COUNT_KEYS)
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_json_prints_exactly_one_line_even_with_q(sync, six):
     result = sync(six, "--json", "-q", at=T1)
     assert len(result.stdout.splitlines()) == 1
@@ -522,7 +520,7 @@ def test_json_prints_exactly_one_line_even_with_q(sync, six):
     assert json.loads(result.stdout)["unchanged"] == 6
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("where", ["after", "before"])
 def test_quiet_prints_nothing_unless_something_changed(run, six, write_response, where):
     def quiet_sync(items, at):
@@ -547,7 +545,7 @@ def test_quiet_prints_nothing_unless_something_changed(run, six, write_response,
     assert f"removed    {six[0]['id']}" in removed.stdout
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions):
     result = sync(tag_versions[:30], at=T1)
     lines = result.stdout.splitlines()
@@ -557,7 +555,7 @@ def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions):
     assert lines[-1] == f"  ... and {changes - 20} more (see `leansync changes`)"
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 def test_human_summary_without_q(sync, six):
     first = sync(six, at=T1)
     assert first.stdout.splitlines()[0] == (

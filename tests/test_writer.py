@@ -327,7 +327,7 @@ def test_open_history_row_is_unique_in_the_database(engine):
                                                          sync_run_id=run_id))
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # plain SQLAlchemy Core statements
+@pytest.mark.sqlite_only  # plain SQLAlchemy Core statements
 def test_insert_run_and_finish_run(engine):
     counts = dict(versions_seen=7, inserted=1, updated=2, unchanged=3, removed=1, restored=0, new_hashes=4)
     with engine.begin() as conn:
@@ -343,7 +343,7 @@ def test_insert_run_and_finish_run(engine):
     assert {k: second[k] for k in counts} == dict.fromkeys(counts, 0)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the data, not the backend, is the point
+@pytest.mark.sqlite_only  # the data, not the backend, is the point
 def test_real_tags_first_version_of_shared_hashes(engine, tag_versions):
     sync_once(engine, tag_versions, T0)
     expected: dict[str, int] = {}
