@@ -9,10 +9,11 @@ atomic.
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from urllib.parse import unquote
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from leansync.errors import ConfigError, DatabaseError, SchemaError
@@ -48,11 +49,31 @@ def _normalise(url: str):
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for other backends and :memory:."""
+    """The file behind a SQLite URL, or None for other backends and :memory:.
+
+    Understands SQLAlchemy's URI form too (``sqlite:///file:/path/x.db?mode=ro&uri=true``),
+    so the lock file and the existence check use the real file.
+    """
     parsed = _normalise(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite":
         return None
-    return Path(parsed.database)
+    database = parsed.database or ""
+    if parsed.query.get("uri") == "true" and database.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = database.removeprefix("file:")
+        if database.startswith("//"):  # file://host/path: the host is empty or localhost
+            database = "/" + database[2:].partition("/")[2]
+        database = unquote(database)
+    if database in ("", ":memory:"):
+        return None
+    return Path(database)
+
+
+def database_exists(url: str) -> bool:
+    """False only for a SQLite file that is not there (other backends: assume so)."""
+    path = sqlite_path(url)
+    return path is None or path.exists()
 
 
 def make_engine(url: str, *, create: bool = False) -> Engine:
@@ -66,7 +87,13 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
                     f"no leansync database at {safe_url(url)}; run `leansync sync` first "
                     "or set --database-url / LEANSYNC_DATABASE_URL"
                 )
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file in the way, no permission, a read-only file system
+                reason = "a file of that name is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+                raise ConfigError(
+                    f"cannot create the folder {path.parent} for the database {safe_url(url)}: {reason}"
+                ) from None
     try:
         engine = create_engine(parsed, **_server_options(parsed))
     except NoSuchModuleError:
@@ -143,13 +170,6 @@ def database_errors(url: str):
         raise DatabaseError(f"database error on {safe_url(url)}: {reason}") from exc
 
 
-def current_revision(connection) -> str | None:
-    """The Alembic revision of the database, or None for an empty database."""
-    if not connection.dialect.has_table(connection, "alembic_version"):
-        return None
-    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-
-
 def alembic_config(connection=None):
     from alembic.config import Config
 
@@ -191,13 +211,38 @@ def downgrade(connection, target: str = "base") -> None:
     command.downgrade(alembic_config(connection), target)
 
 
-def head_revision_query(connection) -> str | None:
-    """The revision in one query; None if there is no alembic_version table."""
+REVISION_QUERY = text("SELECT version_num FROM alembic_version")
+
+
+def current_revision(connection) -> str | None:
+    """The Alembic revision in one query; None if there is no alembic_version table.
+
+    One SELECT rather than a catalogue lookup first: this runs at the start of
+    every sync. On PostgreSQL a failed statement aborts the transaction, so
+    the failure is rolled back: to a savepoint inside a transaction the
+    caller began (its work survives), else the connection's own transaction.
+    """
+    savepoint = connection.begin_nested() if connection.in_transaction() else None
     try:
-        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError):  # no such table (SQLite / PostgreSQL)
-        connection.rollback()
+        revision = connection.execute(REVISION_QUERY).scalar()
+    except DBAPIError as exc:
+        if not _is_missing_table(exc):
+            raise
+        if savepoint is not None:
+            savepoint.rollback()
+        else:
+            connection.rollback()
         return None
+    if savepoint is not None:
+        savepoint.commit()
+    return revision
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    """A missing table, as opposed to a locked, unreadable or unreachable database."""
+    if getattr(exc.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
+        return True
+    return "no such table" in str(exc.orig)  # SQLite has no error codes for this in pysqlite
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -205,7 +250,7 @@ def ensure_schema(engine: Engine) -> None:
     url = str(engine.url)
     with database_errors(url):
         with engine.connect() as connection:
-            if head_revision_query(connection) == SCHEMA_HEAD:
+            if current_revision(connection) == SCHEMA_HEAD:
                 return
         enable_wal(engine)  # a new or older database: WAL then stays set in the file
         with engine.begin() as connection:

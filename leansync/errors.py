@@ -4,7 +4,6 @@ The exit codes are part of the contract that cron wrappers and monitors use:
 0 success, 1 the run failed, 2 usage or configuration error, 75 lock busy.
 """
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h: "try again later"

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from leansync.database import database_errors, safe_url, sqlite_path
-from leansync.errors import LockTimeout
+from leansync.errors import DatabaseError, LockTimeout
 
 # pg_advisory_lock key: the bytes of "leansync" as a signed 64-bit integer.
 PG_LOCK_KEY = int.from_bytes(b"leansync", "big", signed=True)
@@ -51,7 +51,13 @@ def _timeout_error(url: str, timeout: float) -> LockTimeout:
 @contextmanager
 def _file_lock(path: Path, *, timeout: float, url: str):
     deadline = time.monotonic() + timeout
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")
+    except OSError as exc:
+        # Exit 1 like any database that cannot be written: the folder holding
+        # the database (and so its lock file) is read-only, or a folder is in the way.
+        raise DatabaseError(f"cannot open the lock file {path} of {safe_url(url)}: {exc.strerror}") from None
+    with handle:
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

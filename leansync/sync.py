@@ -1,22 +1,30 @@
-"""One sync run: lock, clock, fetch, validate, diff, apply, record.
+"""One sync run: lock, schema, clock, fetch, validate, diff, apply, record.
 
 Either every change of a run lands (with its `sync_run` row) or none does.
-A run that fails after taking the lock leaves a `failed` sync_run row,
-written in a transaction of its own.
+
+Once the schema is at head and the run's clock is read, any failure (the
+API, the payload, the guard, the database while applying) leaves a `failed`
+sync_run row, written in a transaction of its own. A failure before that
+leaves no row, because there is nowhere sound to write one: the lock was
+not taken (another run holds it: this run did nothing), the database cannot
+be opened, or its schema was refused (from the future: it must stay
+untouched) or could not be brought to head (the migration rolled back
+whole, so there is no sync_run table of this code's shape to write to).
 """
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, func, select
 
-from leansync.database import database_errors, ensure_schema, require_schema, sqlite_path
+from leansync.database import database_errors, ensure_schema, require_schema
 from leansync.diff import Plan, check_mass_removal, plan_sync
-from leansync.errors import LeansyncError
+from leansync.errors import DatabaseError, GuardError, LeansyncError
 from leansync.lock import run_lock
-from leansync.models import utcnow
+from leansync.models import sync_run, utcnow
 from leansync.payload import validate_document
 from leansync.writer import apply_plan, finish_run, insert_run, plan_against
 
@@ -41,8 +49,9 @@ class SyncResult:
 def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_removal: bool = False) -> SyncResult:
     url = str(engine.url)
     with run_lock(engine, timeout=lock_timeout):
-        ensure_schema(engine)
-        started_at = utcnow()  # after the lock: run timestamps follow commit order
+        ensure_schema(engine)  # a failure here leaves no run row (module docstring)
+        with database_errors(url), engine.connect() as conn:
+            started_at = run_clock(conn)
         try:
             incoming = validate_document(source.fetch(), source=source.label)
             with database_errors(url), engine.begin() as conn:
@@ -51,7 +60,7 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
                 apply_plan(conn, plan, run_id=run_id, now=started_at)
-                finish_run(conn, run_id, finished_at=utcnow())
+                finish_run(conn, run_id, finished_at=_not_before(started_at))
         except Exception as exc:
             exc.run_id = _record_failure(engine, started_at=started_at, source=source.label, error=exc)
             raise
@@ -59,10 +68,31 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
     return SyncResult(plan=plan, run_id=run_id)
 
 
-def dry_run(engine: Engine | None, source: Source) -> SyncResult:
+def run_clock(conn: Connection) -> datetime:
+    """The run's timestamp: now, but always after the newest recorded run.
+
+    Read under the lock, so runs' timestamps follow their commit order even
+    when the wall clock steps back (an NTP correction): a history row never
+    closes before it opened. One query on the indexed sync_run.started_at.
+    """
+    newest = conn.execute(select(func.max(sync_run.c.started_at))).scalar()
+    now = utcnow()
+    if newest is not None and newest >= now:
+        return newest + timedelta(microseconds=1)
+    return now
+
+
+def _not_before(started_at: datetime) -> datetime:
+    """finished_at: now, but not before the run started (see run_clock)."""
+    return max(utcnow(), started_at)
+
+
+def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool = False) -> SyncResult:
     """Compute the plan and write nothing: no lock file, no migration, no run row.
 
     ``engine`` is None when the database does not exist yet (all would be new).
+    A plan the real run would refuse raises the guard's GuardError, as the
+    real run does, but nothing is written.
     """
     incoming = validate_document(source.fetch(), source=source.label)
     if engine is not None and require_schema(engine, allow_empty=True):
@@ -70,22 +100,28 @@ def dry_run(engine: Engine | None, source: Source) -> SyncResult:
             plan = plan_against(conn, incoming)
     else:
         plan = plan_sync(stored=[], known_hashes=set(), incoming=incoming)
+    try:
+        check_mass_removal(plan, allow=allow_mass_removal)
+    except GuardError as exc:
+        exc.dry_run_plan = plan  # so the output can show what the refused run would have done
+        raise
     return SyncResult(plan=plan, run_id=None, dry_run=True)
 
 
-def _record_failure(engine: Engine, *, started_at, source: str, error: Exception) -> int | None:
+def _record_failure(engine: Engine, *, started_at: datetime, source: str, error: Exception) -> int | None:
     """Write the `failed` sync_run row; returns its id, or None if even that failed."""
     message = str(error) if isinstance(error, LeansyncError) else f"{type(error).__name__}: {error}"
     try:
-        with engine.begin() as conn:
+        with database_errors(str(engine.url)), engine.begin() as conn:
             return insert_run(conn, started_at=started_at, source=source, status="failed",
-                              error=message, finished_at=utcnow())
-    except Exception:  # the original error matters more than this one
-        log.warning("could not record the failed run in sync_run", exc_info=True)
+                              error=message, finished_at=_not_before(started_at))
+    except Exception as exc:  # the original error matters more than this one
+        # One line; the traceback only with -v (which configures logging at
+        # DEBUG): unconfigured, Python's last-resort handler would print it to
+        # every cron mail. When the database itself was the run's failure,
+        # failing to write to it is no news: the error says it all.
+        verbose = log.isEnabledFor(logging.DEBUG)
+        level = logging.DEBUG if isinstance(error, DatabaseError) else logging.WARNING
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.log(level, "could not record the failed run in sync_run: %s", reason, exc_info=verbose)
         return None
-
-
-def database_exists(url: str) -> bool:
-    """False only for a SQLite file that is not there (other backends: assume so)."""
-    path = sqlite_path(url)
-    return path is None or path.exists()

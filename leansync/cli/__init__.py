@@ -68,8 +68,15 @@ class LeansyncGroup(click.Group):
             _report(ctx, str(exc))
             ctx.exit(exc.exit_code)
         except Exception as exc:
-            _report(ctx, f"unexpected error: {type(exc).__name__}: {exc}", hint=True)
+            _report(ctx, error_message(exc), hint=True)
             ctx.exit(EXIT_FAILED)
+
+
+def error_message(exc: Exception) -> str:
+    """The sentence shown for an error (stderr and --json alike)."""
+    if isinstance(exc, LeansyncError):
+        return str(exc)
+    return f"unexpected error: {type(exc).__name__}: {exc}"
 
 
 def _report(ctx: click.Context, message: str, *, hint: bool = False) -> None:

@@ -43,23 +43,21 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
       leansync sync -q                          # from cron
       leansync sync --from-file response.json --dry-run
     """
-    from leansync.database import make_engine
-    from leansync.errors import LeansyncError
-    from leansync.sync import database_exists, dry_run as plan_only, sync
+    try:  # every failure, configuration included, still gives --json its one object
+        from leansync.database import database_exists, make_engine
+        from leansync.sync import dry_run as plan_only, sync
 
-    source = _file_source(from_file) if from_file else _api_source(app, api_url, user_id, timeout, retries)
-    url = app.resolved_database_url()
-    try:
+        source = _file_source(from_file) if from_file else _api_source(app, api_url, user_id, timeout, retries)
+        url = app.resolved_database_url()
         if dry_run:
             engine = make_engine(url) if database_exists(url) else None
-            result = plan_only(engine, source)
+            result = plan_only(engine, source, allow_mass_removal=allow_mass_removal)
         else:
             result = sync(make_engine(url, create=True), source,
                           lock_timeout=lock_timeout, allow_mass_removal=allow_mass_removal)
-    except LeansyncError as exc:
-        if as_json:
-            click.echo(json.dumps({"status": "failed", "run_id": getattr(exc, "run_id", None), "error": str(exc)}))
-        raise
+    except Exception as exc:
+        _print_failure(exc, as_json=as_json)
+        raise  # the group prints the one sentence on stderr and exits with the error's code
     _print_result(result, as_json=as_json, quiet=app.quiet)
 
 
@@ -97,6 +95,21 @@ def _api_source(app: AppContext, api_url: str, user_id: str | None, timeout: flo
     )
 
 
+def _print_failure(exc: Exception, *, as_json: bool) -> None:
+    """stdout's part of a failure: the JSON object, and a refused dry run's plan."""
+    from leansync.cli import error_message
+
+    refused = getattr(exc, "dry_run_plan", None)  # a dry run the guard would refuse
+    if as_json:
+        document = {"status": "failed", "run_id": getattr(exc, "run_id", None), "error": error_message(exc)}
+        if refused is not None:
+            document.update(dry_run=True, **refused.counts(), changes=refused.changes())
+        click.echo(json.dumps(document))
+    elif refused is not None:  # always news (it removes versions), so -q prints it too
+        _print_plan(refused, head="dry run, nothing written; the mass-removal guard would refuse this run",
+                    every=True)
+
+
 def _print_result(result, *, as_json: bool, quiet: bool) -> None:
     plan = result.plan
     if as_json:
@@ -109,15 +122,19 @@ def _print_result(result, *, as_json: bool, quiet: bool) -> None:
         return
     if quiet and not plan.has_changes:
         return
-    counts = plan.counts()
     head = "dry run, nothing written" if result.dry_run else f"run {result.run_id}"
+    _print_plan(plan, head=head, every=result.dry_run)
+
+
+def _print_plan(plan, *, head: str, every: bool) -> None:
+    counts = plan.counts()
     click.echo(
         f"{head}: {counts['versions_seen']} versions listed; {counts['inserted']} new, "
         f"{counts['updated']} changed, {counts['removed']} removed, {counts['restored']} restored, "
         f"{counts['unchanged']} unchanged; {counts['new_hashes']} new hashes"
     )
     changes = plan.changes()
-    shown = changes if result.dry_run else changes[:SHOWN_CHANGES]
+    shown = changes if every else changes[:SHOWN_CHANGES]
     for change in shown:
         click.echo("  " + _describe(change))
     if len(changes) > len(shown):
