@@ -10,6 +10,12 @@ invariants, and equal either the state before the run or the state an
 uninterrupted run of the same sync produces on a copy. Timestamps differ
 between runs, so both sides are compared normalised (tests/dbstate.py):
 every row a run writes carries that run's sync_run.started_at.
+
+Kills at moments in time can all miss the write transaction on a busy
+machine, so a few more are triggered by the database itself: once the run's
+transaction has started writing (SQLite: its pages reach the WAL;
+PostgreSQL: its backend holds a transaction id). Each test asserts that
+kills did land inside the run, so none passes by killing too early or too late.
 """
 
 import hashlib
@@ -20,17 +26,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from dbstate import check_integrity, check_invariants, has_schema, is_sqlite, snapshot
+from leansync.database import make_engine
 from leansync.samples import response, version_from_tag
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
 TOTAL_VERSIONS = 20_000
 KILLS = 10
-MORE_KILLS = 4  # at most, aimed at the commit
+WRITING_KILLS = 2  # more, triggered by the run's first write
+FIRST_RUN_KILLS = 5  # spread over a first run, then at most FIRST_RUN_MORE_KILLS aimed at its window
+FIRST_RUN_MORE_KILLS = 6
 SEED = 20260127
 
 
@@ -93,9 +104,14 @@ class Copies:
             conn.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
 
     def save(self) -> None:
-        """Keep the current state (every connection to it closed) as pristine."""
+        """Keep the current state (every connection to it closed) as pristine.
+
+        On SQLite that state may be "no database file yet"."""
         if self.sqlite:
             assert not any(f.exists() for f in self._files(self.path)), "the WAL was not checkpointed"
+            self.absent = not self.path.exists()
+            if self.absent:
+                return
             self._copy_file(self.path, self.tmp_path / "pristine.db")
         else:
             self.extra.append(f"{self.name}_pristine")
@@ -103,30 +119,75 @@ class Copies:
 
     def restore(self) -> None:
         if self.sqlite:
-            self._copy_file(self.tmp_path / "pristine.db", self.path)
+            if self.absent:
+                for path in (self.path, *self._files(self.path)):
+                    path.unlink(missing_ok=True)
+            else:
+                self._copy_file(self.tmp_path / "pristine.db", self.path)
         else:
             self._pg_clone(f"{self.name}_pristine", self.name)
 
     def copy_of_pristine(self) -> str:
         if self.sqlite:
             target = self.tmp_path / "reference.db"
-            self._copy_file(self.tmp_path / "pristine.db", target)
+            if self.absent:
+                assert not target.exists()
+            else:
+                self._copy_file(self.tmp_path / "pristine.db", target)
             return f"sqlite:///{target}"
         self.extra.append(f"{self.name}_reference")
         self._pg_clone(f"{self.name}_pristine", f"{self.name}_reference")
         return self.url.rsplit("/", 1)[0] + f"/{self.name}_reference"
 
     def wal_bytes(self) -> int:
-        """Bytes in the SQLite WAL: frames a killed run wrote but never committed."""
+        """Bytes in the SQLite WAL: after a kill, frames the run wrote but never committed."""
         if not self.sqlite:
             return 0
         wal = self.path.with_name(self.path.name + "-wal")
-        return wal.stat().st_size if wal.exists() else 0
+        try:
+            return wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @contextmanager
+    def writing(self) -> Iterator[Callable[[], bool]]:
+        """A probe, for a run on this database started inside the block: has
+        its write transaction started writing? SQLite: its first frames are
+        in the WAL (the saved state has none, see save). PostgreSQL: a
+        leansync connection holds a transaction id, which PostgreSQL assigns
+        at a transaction's first write (reads and the advisory lock take none).
+        """
+        if self.sqlite:
+            assert self.wal_bytes() == 0
+            yield lambda: self.wal_bytes() > 0
+            return
+        engine = make_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                def probe() -> bool:
+                    found = conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND application_name = 'leansync' AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL").scalar()
+                    conn.rollback()  # pg_stat_activity is a snapshot per transaction: one per look
+                    return found > 0
+
+                yield probe
+        finally:
+            engine.dispose()  # before restore() drops the database
 
 
 def leansync_sync(url: str, payload: Path) -> subprocess.Popen:
     return subprocess.Popen([LEANSYNC, "--database-url", url, "sync", "-q", "--from-file", str(payload)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def wait_until(proc: subprocess.Popen, condition: Callable[[], bool]) -> bool:
+    """Poll until the condition holds (True) or the run ends (False)."""
+    while proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.001)
+    return False
 
 
 def completed(url: str, payload: Path) -> float:
@@ -161,41 +222,53 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
     assert all(counts[k] > 0 for k in ("inserted", "updated", "removed", "restored", "new_hashes")), counts
     assert before != after
 
-    def kill_at(delay: float) -> str:
-        proc = leansync_sync(database_url, payloads[2])
-        time.sleep(delay)
+    def kill(proc: subprocess.Popen) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
+
+    def outcome(proc: subprocess.Popen, when: str, *, writing_seen: bool = False) -> str:
         uncommitted = copies.wal_bytes()
         # Equal to a state that keeps the invariants, so it keeps them too.
         check_integrity(database_url)
         state = snapshot(database_url)
         if state == before:
-            return "before, mid-write" if uncommitted else "before"
+            # Killed inside the write transaction: it had written (SQLite: the
+            # WAL still holds its frames, never committed), yet nothing landed.
+            return "before, mid-write" if uncommitted or writing_seen else "before"
         if state == after:
             copies.restore()
             return "after"
         changed = [t for t in state if state[t] not in (before[t], after[t])]
-        pytest.fail(f"a kill after {delay:.2f} s of {duration:.2f} s (exit {proc.returncode}) left the "
-                    f"database neither in the before- nor in the after-state (tables {changed} differ)")
+        pytest.fail(f"a kill {when} (exit {proc.returncode}) left the database neither in the "
+                    f"before- nor in the after-state (tables {changed} differ)")
+
+    def kill_at(delay: float) -> str:
+        proc = leansync_sync(database_url, payloads[2])
+        time.sleep(delay)
+        kill(proc)
+        return outcome(proc, f"after {delay:.2f} s of {duration:.2f} s")
+
+    def kill_while_writing(extra: float) -> str:
+        """Kill `extra` seconds after the run's transaction started writing."""
+        if copies.wal_bytes():
+            copies.restore()  # the state is `before`: only the dead run's frames go
+        with copies.writing() as writing:
+            proc = leansync_sync(database_url, payloads[2])
+            seen = wait_until(proc, writing)
+            time.sleep(extra)
+            kill(proc)
+        return outcome(proc, f"{extra:.2f} s after the transaction started writing", writing_seen=seen)
 
     # One kill in each tenth of the run's duration, at a random point in it.
     rng = random.Random(SEED)
-    outcomes = {delay: kill_at(delay) for delay in (duration * (i + rng.random()) / KILLS for i in range(KILLS))}
-    if copies.sqlite:
-        # Home in on the commit, where a kill lands inside the write transaction
-        # (the WAL then holds frames that were never committed): halve the gap
-        # between the latest kill that left the before-state and the earliest
-        # later one that left the after-state.
-        for _ in range(MORE_KILLS):
-            if sum(o == "before, mid-write" for o in outcomes.values()) >= 2:
-                break
-            low = max(d for d, o in outcomes.items() if o != "after")
-            high = min((d for d, o in outcomes.items() if o == "after" and d > low), default=low + 1)
-            outcomes[(low + high) / 2] = kill_at((low + high) / 2)
-        assert "before, mid-write" in outcomes.values(), f"no kill landed inside the transaction: {outcomes}"
-    print(f"\nkills over {duration:.2f} s: {sorted(outcomes.items())}", file=sys.stderr)
-    assert any(o != "after" for o in outcomes.values()), "every kill came too late to test anything"
+    outcomes = {f"{d:.3f} s": kill_at(d) for d in (duration * (i + rng.random()) / KILLS for i in range(KILLS))}
+    # Then inside the write transaction, whatever the machine's load: at its
+    # first write, and at random moments up to a quarter of the run later
+    # (where a kill may also come after the commit).
+    for extra in (0.0, *(rng.uniform(0, duration / 4) for _ in range(WRITING_KILLS - 1))):
+        outcomes[f"writing + {extra:.3f} s"] = kill_while_writing(extra)
+    print(f"\nkills over {duration:.2f} s: {outcomes}", file=sys.stderr)
+    assert "before, mid-write" in outcomes.values(), f"no kill landed inside the transaction: {outcomes}"
 
     # Whatever the kills left behind, the next run completes and lands exactly like the reference.
     completed(database_url, payloads[2])
@@ -204,27 +277,61 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
 
 
 @pytest.mark.slow
-def test_sigkill_during_the_first_run_leaves_no_partial_schema_or_data(database_url, tmp_path, tag_versions):
+def test_sigkill_during_the_first_run_leaves_no_partial_schema_or_data(database_url, request, tmp_path,
+                                                                       tag_versions):
     """Killed while it creates the schema or writes the first rows, a new
     database holds no rows at all (the schema may or may not exist); the
-    next run then migrates and syncs as if nothing had happened."""
+    next run then migrates and syncs as if nothing had happened.
+
+    Kills are spread over an uninterrupted first run's duration; if none
+    landed between the migration's commit and the data's, more halve the gap
+    between the latest kill that left no schema and the earliest later one
+    that left the complete state."""
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps(response(tag_versions)))
-    for delay in (0.3, 0.5, 0.7, 0.9):
+    copies = Copies(database_url, request, tmp_path)
+    copies.save()  # no database yet (SQLite), an empty one (PostgreSQL)
+    reference = copies.copy_of_pristine()
+    duration = completed(reference, payload)
+    check_invariants(reference)
+    complete = snapshot(reference)
+    assert len(complete["lean_version"]) == 1 + len(tag_versions)  # column names, then rows
+    assert [r["status"] for r in complete["sync_run"]] == ["success"]
+    no_rows = {table: rows[:1] for table, rows in complete.items()} | {"sync_run": []}
+    resumed = False
+
+    def kill_at(delay: float) -> str:
+        nonlocal resumed
+        copies.restore()
         proc = leansync_sync(database_url, payload)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
         if not has_schema(database_url):
-            continue  # killed before the migration committed: nothing at all
+            return "no schema"  # killed before the migration committed: nothing at all
         check_integrity(database_url)
         state = snapshot(database_url)
-        if state["sync_run"]:
-            break  # it committed before the kill: checked as the complete state below
-        assert all(len(state[t]) == 1 for t in state if t != "sync_run"), f"a kill after {delay} s left rows"
-    else:
-        completed(database_url, payload)
-    check_invariants(database_url)
-    state = snapshot(database_url)
-    assert len(state["lean_version"]) == 1 + len(tag_versions)  # column names, then rows
-    assert [r["status"] for r in state["sync_run"]] == ["success"]
+        if state == complete:
+            return "complete"  # it committed before the kill
+        assert state == no_rows, (f"a kill after {delay:.2f} s of {duration:.2f} s (exit {proc.returncode}, "
+                                  f"{err.decode().strip()!r}) left rows: neither empty nor complete")
+        if not resumed:
+            completed(database_url, payload)
+            check_invariants(database_url)
+            assert snapshot(database_url) == complete
+            resumed = True
+        return "schema, no rows"
+
+    rng = random.Random(SEED)
+    outcomes = {d: kill_at(d) for d in (duration * (i + rng.random()) / FIRST_RUN_KILLS
+                                        for i in range(FIRST_RUN_KILLS))}
+    for _ in range(FIRST_RUN_MORE_KILLS):
+        if "schema, no rows" in outcomes.values():
+            break
+        low = max((d for d, o in outcomes.items() if o == "no schema"), default=0.0)
+        high = min((d for d, o in outcomes.items() if o == "complete" and d > low), default=low + duration)
+        outcomes[(low + high) / 2] = kill_at((low + high) / 2)
+    print(f"\nfirst-run kills over {duration:.2f} s: {sorted(outcomes.items())}", file=sys.stderr)
+    assert "schema, no rows" in outcomes.values(), (
+        f"no kill landed between the migration's commit and the data's: {sorted(outcomes.items())}")
+    assert resumed
