@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from leansync.errors import GuardError
 from leansync.models import API_FIELDS
-from leansync.payload import Version, encode_raw, fields_of
+from leansync.payload import Version, fields_of, raw_text
 
 HASH_KINDS = (("lean", API_FIELDS.index("lean_hash")), ("lean_cloud", API_FIELDS.index("lean_cloud_hash")))
 
@@ -21,7 +21,7 @@ class StoredVersion(NamedTuple):
 
     id: int
     fields: tuple | None  # the seven API fields in API_FIELDS order; None: derive from raw
-    raw: Any  # the raw object, or the JSON text it was stored as (payload.encode_raw)
+    raw: Any  # the raw object, or the JSON text it was stored as (payload.raw_text)
     removed: bool
 
 
@@ -110,7 +110,7 @@ def plan_versions(*, stored: Iterable[StoredVersion], incoming: list[Version]) -
             plan.inserted.append(version)
         elif old.removed:
             plan.restored.append(Change(version, changed_fields(stored_fields(old), version.fields)))
-        elif _same_raw(old.raw, version.raw):
+        elif _same_raw(old.raw, version):
             plan.unchanged += 1
         elif stored_fields(old) != version.fields:
             plan.updated.append(Change(version, changed_fields(stored_fields(old), version.fields)))
@@ -123,9 +123,9 @@ def plan_versions(*, stored: Iterable[StoredVersion], incoming: list[Version]) -
     return plan
 
 
-def _same_raw(stored: Any, incoming: dict) -> bool:
-    # Encoding the incoming object is cheaper than decoding the stored text.
-    return stored == (encode_raw(incoming) if isinstance(stored, str) else incoming)
+def _same_raw(stored: Any, version: Version) -> bool:
+    # Stored text is compared with the text as sent (or encoded): cheaper than decoding.
+    return stored == (raw_text(version) if type(stored) is str else version.raw)
 
 
 def stored_fields(old: StoredVersion) -> tuple:

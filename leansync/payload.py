@@ -5,6 +5,8 @@ a bad answer fails the run with one sentence that names the item and field.
 """
 
 import json
+import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -32,19 +34,94 @@ class Version(NamedTuple):
     """
 
     id: int
-    fields: tuple
+    fields: tuple | None  # None only for a version trusted as unchanged (see validate_document)
     raw: dict
+    text: str | None = None  # the object's JSON text exactly as sent, when known
+
+
+class ResponseDocument(dict):
+    """A parsed response that also keeps the JSON text of each item of its
+    "versions" array exactly as sent: stored as `raw` and compared with the
+    stored text, it spares encoding every object again on every run."""
+
+    item_texts: list[str] | None = None
 
 
 def parse_json(text: str | bytes, *, source: str) -> Any:
     """Parse a response body, with a clear message for HTML or garbage."""
     try:
-        return json.loads(text)
+        if isinstance(text, bytes):  # as json.loads decodes bytes (a UTF-8 BOM is fine)
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        try:
+            return _parse_keeping_item_texts(text)
+        except ValueError:  # not the usual shape, or not JSON: json's own parser decides
+            return json.loads(text)
     except ValueError:
-        head = text[:40].decode("utf-8", "replace") if isinstance(text, bytes) else text[:40]
-        head = " ".join(head.split())
-        kind = "HTML" if head.lstrip().startswith("<") else "not JSON"
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        head = " ".join(text[:40].split())
+        kind = "HTML" if head.startswith("<") else "not JSON"
         raise PayloadError(f"the response from {source} is {kind} (it starts with {head!r})") from None
+
+
+_decode = json.JSONDecoder().raw_decode
+_skip_space = re.compile(r"[ \t\n\r]*").match  # JSON's whitespace
+
+
+def _parse_keeping_item_texts(text: str) -> ResponseDocument:
+    """json.loads for a top-level object, keeping the text of each "versions" item.
+
+    Each value is parsed by json's own scanner; only the top-level object and
+    the versions array are walked here. Raises ValueError on anything else.
+    """
+    document = ResponseDocument()
+    at = _skip_space(text, 0).end()
+    if not text.startswith("{", at):
+        raise ValueError("not an object")
+    at = _skip_space(text, at + 1).end()
+    closed = text.startswith("}", at)
+    while not closed:
+        key, at = _decode(text, at)
+        at = _skip_space(text, at).end()
+        if type(key) is not str or not text.startswith(":", at):
+            raise ValueError("not a key")
+        at = _skip_space(text, at + 1).end()
+        if key == "versions":
+            document.item_texts = None
+            if text.startswith("[", at):
+                value, document.item_texts, at = _array_keeping_texts(text, at)
+            else:
+                value, at = _decode(text, at)
+        else:
+            value, at = _decode(text, at)
+        document[key] = value
+        at = _skip_space(text, at).end()
+        closed = text.startswith("}", at)
+        if not closed:
+            if not text.startswith(",", at):
+                raise ValueError("expected , or }")
+            at = _skip_space(text, at + 1).end()
+    if _skip_space(text, at + 1).end() != len(text):
+        raise ValueError("extra data")
+    return document
+
+
+def _array_keeping_texts(text: str, at: int) -> tuple[list, list[str], int]:
+    items: list = []
+    texts: list[str] = []
+    at = _skip_space(text, at + 1).end()
+    if text.startswith("]", at):
+        return items, texts, at + 1
+    while True:
+        item, end = _decode(text, at)
+        items.append(item)
+        texts.append(text[at:end])
+        at = _skip_space(text, end).end()
+        if text.startswith("]", at):
+            return items, texts, at + 1
+        if not text.startswith(",", at):
+            raise ValueError("expected , or ]")
+        at = _skip_space(text, at + 1).end()
 
 
 def api_errors(document: Any) -> list[str] | None:
@@ -68,8 +145,16 @@ def parse_created(value: str) -> datetime:
     return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
-def validate_document(document: Any, *, source: str) -> list[Version]:
-    """Turn a parsed response into versions, or raise PayloadError."""
+def validate_document(
+    document: Any, *, source: str, unchanged: Mapping[int, Any] | None = None
+) -> list[Version]:
+    """Turn a parsed response into versions, or raise PayloadError.
+
+    ``unchanged`` maps the ids of listed, stored versions to their stored raw
+    (JSON text, or the decoded object). An item identical to its stored raw
+    was validated when it was stored: it is passed through with ``fields``
+    None, which the diff never reads for an unchanged version.
+    """
     if not isinstance(document, dict):
         raise PayloadError(
             f"the response from {source} is a JSON {_json_type(document)}, not an object"
@@ -85,11 +170,17 @@ def validate_document(document: Any, *, source: str) -> list[Version]:
         raise PayloadError(
             f'the response from {source} has "versions" as a JSON {_json_type(items)}, not a list'
         )
+    texts = getattr(document, "item_texts", None) or [None] * len(items)
+    unchanged = unchanged or {}
 
     versions: list[Version] = []
     first_index: dict[int, int] = {}
-    for index, item in enumerate(items):
-        version = _validate_item(item, index, source)
+    for index, (item, text) in enumerate(zip(items, texts)):
+        stored = unchanged.get(item.get("id")) if type(item) is dict else None
+        if stored is not None and stored == (text if type(stored) is str else item):
+            version = Version(item["id"], None, item, text)
+        else:
+            version = _validate_item(item, index, source, text)
         earlier = first_index.setdefault(version.id, index)
         if earlier != index:
             raise PayloadError(
@@ -99,7 +190,7 @@ def validate_document(document: Any, *, source: str) -> list[Version]:
     return versions
 
 
-def _validate_item(item: Any, index: int, source: str) -> Version:
+def _validate_item(item: Any, index: int, source: str, text: str | None = None) -> Version:
     # The hot path of a sync (once per version): messages are built only on error.
     if type(item) is not dict:
         raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(item)}, not an object")
@@ -142,7 +233,7 @@ def _validate_item(item: Any, index: int, source: str) -> Version:
                 f'{source}: versions[{index}] (id {id_}): field "created" is not a valid timestamp: {created!r}'
             ) from None
 
-    return Version(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item)
+    return Version(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item, text)
 
 
 def _id_problem(item: dict, id_: Any, where: str) -> str:
@@ -154,8 +245,12 @@ def _id_problem(item: dict, id_: Any, where: str) -> str:
 
 
 def encode_raw(raw: dict) -> str:
-    """The JSON text a raw object is stored as (SQLite keeps it as text)."""
     return json.dumps(raw)
+
+
+def raw_text(version: Version) -> str:
+    """The JSON text a version's raw object is stored as: as sent, when known."""
+    return version.text if version.text is not None else encode_raw(version.raw)
 
 
 def fields_of(raw: dict) -> tuple:

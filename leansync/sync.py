@@ -53,9 +53,9 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
         with database_errors(url), engine.connect() as conn:
             started_at = run_clock(conn)
         try:
-            incoming = validate_document(source.fetch(), source=source.label)
+            document = source.fetch()
             with database_errors(url), engine.begin() as conn:
-                plan = plan_against(conn, incoming)
+                plan = plan_against(conn, document, source=source.label)  # validates too
                 check_mass_removal(plan, allow=allow_mass_removal)
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
@@ -94,11 +94,12 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
     A plan the real run would refuse raises the guard's GuardError, as the
     real run does, but nothing is written.
     """
-    incoming = validate_document(source.fetch(), source=source.label)
+    document = source.fetch()
     if engine is not None and require_schema(engine, allow_empty=True):
         with database_errors(str(engine.url)), engine.connect() as conn:
-            plan = plan_against(conn, incoming)
+            plan = plan_against(conn, document, source=source.label)
     else:
+        incoming = validate_document(document, source=source.label)
         plan = plan_sync(stored=[], known_hashes=set(), incoming=incoming)
     try:
         check_mass_removal(plan, allow=allow_mass_removal)

@@ -11,12 +11,13 @@ at 100,000 versions (benchmarks/README.md).
 """
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import Connection, Table, insert, update
 
 from leansync.diff import Plan, StoredVersion, hash_candidates, new_hashes, plan_versions
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import Version, encode_raw
+from leansync.payload import Version, raw_text, validate_document
 
 CREATED = API_FIELDS.index("created")
 HISTORY_COLUMNS = ("version_id", *API_FIELDS, "valid_from", "valid_to", "changed_fields", "sync_run_id")
@@ -81,9 +82,13 @@ def read_state(conn: Connection) -> tuple[list[StoredVersion], set[tuple[str, st
     return read_versions(conn), read_hashes(conn)
 
 
-def plan_against(conn: Connection, incoming: list[Version]) -> Plan:
-    """The plan that brings the database in line with ``incoming``."""
-    plan = plan_versions(stored=read_versions(conn), incoming=incoming)
+def plan_against(conn: Connection, document: Any, *, source: str) -> Plan:
+    """Validate a parsed response and plan what brings the database in line with it."""
+    stored = read_versions(conn)
+    # Items identical to their stored raw were validated when stored.
+    unchanged = {s.id: s.raw for s in stored if not s.removed}
+    incoming = validate_document(document, source=source, unchanged=unchanged)
+    plan = plan_versions(stored=stored, incoming=incoming)
     # Known hashes matter only if some version is new, changed or back.
     known = read_hashes(conn) if hash_candidates(plan) else set()
     plan.new_hashes = new_hashes(plan, known)
@@ -106,7 +111,6 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
     """Write the plan; every row written carries ``now``, the run's timestamp."""
     codec = Codec(conn.dialect.name)
     ts = codec.timestamp(now)
-    raw = encode_raw
     m = codec.mark
     run = conn.exec_driver_sql
 
@@ -116,7 +120,7 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
 
     if inserted:
         run(_insert_sql(lean_version, VERSION_COLUMNS, codec),
-            [(v.id, *fields, ts, ts, ts, None, raw(v.raw)) for v, fields in inserted])
+            [(v.id, *fields, ts, ts, ts, None, raw_text(v)) for v, fields in inserted])
 
     if changes:
         # Updates and restores: new fields, back on the list; updated_at moves
@@ -125,7 +129,7 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
         run(
             f"UPDATE {lean_version.name} SET {assignments}, raw = {codec.placeholder('raw')}, "
             f"removed_at = NULL, updated_at = COALESCE({m}, updated_at) WHERE id = {m}",
-            [(*fields, raw(c.version.raw), ts if c.changed_fields else None, c.version.id) for c, fields in changes],
+            [(*fields, raw_text(c.version), ts if c.changed_fields else None, c.version.id) for c, fields in changes],
         )
 
     # Close the open history row of every changed or removed version.
@@ -147,7 +151,7 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
     if plan.raw_refreshed:
         # Fields the schema does not model changed: keep the newest raw object.
         run(f"UPDATE {lean_version.name} SET raw = {codec.placeholder('raw')} WHERE id = {m}",
-            [(raw(v.raw), v.id) for v in plan.raw_refreshed])
+            [(raw_text(v), v.id) for v in plan.raw_refreshed])
 
     # Every listed version was seen now; removed ones keep their last sighting.
     run(f"UPDATE {lean_version.name} SET last_seen_at = {m} WHERE removed_at IS NULL", (ts,))

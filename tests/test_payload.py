@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from leansync.errors import PayloadError
 from leansync.models import API_FIELDS
 from leansync.payload import FIELD_KEYS, INT32, parse_created, parse_json, validate_document
 
@@ -201,3 +202,44 @@ def test_parse_json_accepts_a_utf8_byte_order_mark():
     # Files saved by Windows tools (PowerShell's Out-File) often start with one.
     document = {"versions": [{"id": 1}], "success": True}
     assert parse_json(b"\xef\xbb\xbf" + json.dumps(document).encode(), source="x") == document
+
+
+# --- parse_json keeps each version's text exactly as sent ----------------------------------------
+
+@pytest.mark.parametrize("text", [
+    '{"versions": [ {"id": 1} , {"id":2,"x":[1,{"y":null}]}], "success": true, "errors": []}',
+    ' \n{ "success" : true ,\t"versions" :[]}\r\n',
+    '{"versions": [{"id": 1}], "versions": [{"id": 2}]}',   # duplicate key: the last wins, as in json.loads
+    '{"versions": 5}',
+    '{}',
+    '{"a": "versions", "versions": [{"id": 1, "description": "\\u00e9 \\"q\\" ]}"}]}',
+    '[{"id": 1}]',
+    '"just a string"',
+])
+def test_parse_json_gives_what_json_loads_gives(text):
+    assert parse_json(text.encode(), source="s") == json.loads(text)
+
+
+def test_parse_json_keeps_each_items_text():
+    text = '{"versions": [ {"id": 1,  "name": "a"} ,{"id":2}\n], "success": true}'
+    document = parse_json(text.encode("utf-8"), source="s")
+    assert document.item_texts == ['{"id": 1,  "name": "a"}', '{"id":2}']
+    versions = validate_document(document, source="s")
+    assert [v.text for v in versions] == ['{"id": 1,  "name": "a"}', '{"id":2}']
+
+
+@pytest.mark.parametrize("text", ['{"versions": [1,]}', '{"versions": [] ', '{"versions": []} x', "<html>"])
+def test_parse_json_still_rejects_what_is_not_json(text):
+    with pytest.raises(PayloadError, match="the response from s is"):
+        parse_json(text.encode(), source="s")
+
+
+def test_an_item_identical_to_its_stored_raw_is_trusted_and_others_are_validated():
+    text = '{"versions": [{"id": 1, "created": "2023-03-21 20:45:48"}, {"id": 2, "public": 7}]}'
+    document = parse_json(text.encode(), source="s")
+    stored = {1: '{"id": 1, "created": "2023-03-21 20:45:48"}', 2: '{"id": 2, "public": 7}'}
+    trusted = validate_document(document, source="s", unchanged=stored)
+    assert [(v.id, v.fields) for v in trusted] == [(1, None), (2, None)]
+    # Not identical (stored differs, or not stored at all): validated as usual.
+    with pytest.raises(PayloadError, match=r'versions\[1\] \(id 2\): field "public"'):
+        validate_document(document, source="s", unchanged={1: stored[1]})

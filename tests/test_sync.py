@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import MetaData, inspect, select
+from sqlalchemy import MetaData, create_engine, inspect, select
 
 from dbstate import check_invariants
 from leansync import models
@@ -567,3 +567,16 @@ def test_human_summary_without_q(sync, six):
     back = sync([*six[:5], {**six[5], "description": "new text"}], at=T4)
     assert f"  restored   {six[5]['id']} (description)" in back.stdout.splitlines()
     assert restored.stdout.splitlines()[1] == f"  removed    {six[5]['id']}"
+
+
+@pytest.mark.sqlite_only
+def test_raw_is_stored_as_sent_on_sqlite(run, database_url, tmp_path):
+    """The raw column keeps each object's JSON text exactly as the API sent it."""
+    path = tmp_path / "as-sent.json"
+    path.write_text('{"success": true, "versions": [ {"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]} ]}')
+    assert run("sync", "--from-file", path).exit_code == 0
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT raw FROM lean_version WHERE id = 7").scalar()
+    engine.dispose()
+    assert stored == '{"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]}'
