@@ -233,7 +233,24 @@ def _validate_item(item: Any, index: int, source: str, text: str | None = None) 
                 f'{source}: versions[{index}] (id {id_}): field "created" is not a valid timestamp: {created!r}'
             ) from None
 
+    # PostgreSQL can store no NUL character (\u0000), in text or jsonb: refuse it
+    # on every backend, so both keep the same history. The text test is cheap.
+    if ("\\u0000" in text if text is not None else True) and _holds_nul(item):
+        raise PayloadError(
+            f"{source}: versions[{index}] (id {id_}): a string holds a NUL character (\\u0000), "
+            "which the database cannot store"
+        )
     return Version(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item, text)
+
+
+def _holds_nul(value: Any) -> bool:
+    if type(value) is str:
+        return "\x00" in value
+    if type(value) is dict:
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if type(value) is list:
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _id_problem(item: dict, id_: Any, where: str) -> str:

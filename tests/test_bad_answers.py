@@ -74,6 +74,10 @@ ITEM_CASES = [
      'versions[2] (id {id2}): field "leanCloudHash" is a JSON boolean, not a string: false'),
     ("ref-number", lambda t: _item(t, 2, ref=7),
      'versions[2] (id {id2}): field "ref" is a JSON number, not a string: 7'),
+    ("nul-in-description", lambda t: _item(t, 2, description="bad\x00byte"),
+     "versions[2] (id {id2}): a string holds a NUL character (\\u0000), which the database cannot store"),
+    ("nul-in-unknown-field", lambda t: _item(t, 2, notes={"deep": ["\x00"]}),
+     "versions[2] (id {id2}): a string holds a NUL character (\\u0000), which the database cannot store"),
 ]
 
 DOCUMENT_CASES = [
