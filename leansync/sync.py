@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from leansync.database import database_errors, ensure_schema, require_schema
-from leansync.diff import Plan, check_mass_removal, plan_sync
+from leansync.diff import Plan, check_mass_removal, hash_candidates, new_hashes, plan_sync, plan_versions
 from leansync.errors import DatabaseError, GuardError, LeansyncError
 from leansync.lock import run_lock
 from leansync.models import sync_run, utcnow
 from leansync.payload import validate_document
-from leansync.writer import apply_plan, finish_run, insert_run, plan_against
+from leansync.writer import apply_plan, finish_run, insert_run, read_hashes, read_versions
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,18 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
             raise
     log.info("run %d committed: %s", run_id, plan.counts())
     return SyncResult(plan=plan, run_id=run_id)
+
+
+def plan_against(conn: Connection, document: Any, *, source: str) -> Plan:
+    """Validate a parsed response and plan what brings the database in line with it."""
+    stored = read_versions(conn)
+    # Items identical to their stored raw were validated when stored.
+    unchanged = {s.id: s.raw for s in stored if not s.removed}
+    incoming = validate_document(document, source=source, unchanged=unchanged)
+    plan = plan_versions(stored=stored, incoming=incoming)
+    # Known hashes matter only if some version is new, changed or back.
+    plan.new_hashes = new_hashes(plan, read_hashes(conn) if hash_candidates(plan) else set())
+    return plan
 
 
 def run_clock(conn: Connection) -> datetime:

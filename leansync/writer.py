@@ -1,4 +1,4 @@
-"""Read the stored state and apply a plan, with set-based statements.
+"""The database side of a run: read the stored state, apply a plan.
 
 Every statement here runs once per run (an executemany counts once), however
 many versions there are: tests/test_statements.py counts them. The caller
@@ -11,13 +11,12 @@ at 100,000 versions (benchmarks/README.md).
 """
 
 from datetime import datetime, timezone
-from typing import Any
 
 from sqlalchemy import Connection, Table, insert, update
 
-from leansync.diff import Plan, StoredVersion, hash_candidates, new_hashes, plan_versions
+from leansync.diff import Plan, StoredVersion
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import Version, raw_text, validate_document
+from leansync.payload import raw_text
 
 CREATED = API_FIELDS.index("created")
 HISTORY_COLUMNS = ("version_id", *API_FIELDS, "valid_from", "valid_to", "changed_fields", "sync_run_id")
@@ -80,19 +79,6 @@ def read_hashes(conn: Connection) -> set[tuple[str, str]]:
 def read_state(conn: Connection) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
     """The stored versions and the hashes already known."""
     return read_versions(conn), read_hashes(conn)
-
-
-def plan_against(conn: Connection, document: Any, *, source: str) -> Plan:
-    """Validate a parsed response and plan what brings the database in line with it."""
-    stored = read_versions(conn)
-    # Items identical to their stored raw were validated when stored.
-    unchanged = {s.id: s.raw for s in stored if not s.removed}
-    incoming = validate_document(document, source=source, unchanged=unchanged)
-    plan = plan_versions(stored=stored, incoming=incoming)
-    # Known hashes matter only if some version is new, changed or back.
-    known = read_hashes(conn) if hash_candidates(plan) else set()
-    plan.new_hashes = new_hashes(plan, known)
-    return plan
 
 
 def insert_run(conn: Connection, *, started_at: datetime, source: str, status: str,
