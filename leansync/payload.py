@@ -1,7 +1,9 @@
-"""Validate a `lean/versions/read` response into typed versions.
+"""Parse and validate a `lean/versions/read` response into typed versions.
 
-Everything the API sends is checked here, before the database is touched, so
-a bad answer fails the run with one sentence that names the item and field.
+Everything the API sends is checked here, before anything is written, so a
+bad answer fails the run with one sentence that names the item and field.
+An object identical to the one already stored was checked when it was
+stored, and is not checked again (validate_document's ``unchanged``).
 """
 
 import json
