@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from leansync.cli import cli
-from leansync.samples import read_tags, response, version_from_tag
+from samples import read_tags, response, version_from_tag
 from pg_cluster import INSTALL_HINT, PostgresCluster, find_bindir
 
 DATA = Path(__file__).parent / "data"

@@ -34,7 +34,7 @@ import pytest
 
 from dbstate import check_integrity, check_invariants, has_schema, is_sqlite, snapshot
 from leansync.database import make_engine
-from leansync.samples import response, version_from_tag
+from samples import response, version_from_tag
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
 TOTAL_VERSIONS = 20_000

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, event
 
 from leansync.cli import cli
-from leansync.samples import response
+from samples import response
 
 BATCHES = 4  # "at most a few batches": the allowed difference between N=10 and N=2,000
 

@@ -1,7 +1,8 @@
 """Realistic `lean/versions/read` responses built from QuantConnect/Lean's tags.
 
-Used to make the shipped sample (examples/), test fixtures and benchmark
-payloads. The tag list (id, commit hash, commit time, subject) comes from
+Used for test fixtures, and to make the shipped sample
+(examples/lean-versions-read.json: every tag, newest id first, one version
+per line). The tag list (id, commit hash, commit time, subject) comes from
 the public QuantConnect/Lean repository (Apache-2.0). Fields the tags do not
 carry (name, ref, leanCloudHash) are made up in a fixed, plausible way.
 """
