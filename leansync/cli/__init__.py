@@ -112,14 +112,9 @@ def main() -> None:
     cli(prog_name="leansync")
 
 
-from leansync.cli import db as _db  # noqa: E402  (registers commands)
-from leansync.cli import sync as _sync  # noqa: E402
+# The commands live in submodules, which import this one for AppContext.
+from leansync.cli import db as _db, query as _query, sync as _sync  # noqa: E402
 
-cli.add_command(_sync.sync_command)
-cli.add_command(_db.db_group)
-
-from leansync.cli import query as _query  # noqa: E402
-
-for _command in (_query.versions_command, _query.show_command, _query.hashes_command,
-                 _query.changes_command, _query.runs_command, _query.check_command):
+for _command in (_sync.sync_command, _db.db_group, _query.versions_command, _query.show_command,
+                 _query.hashes_command, _query.changes_command, _query.runs_command, _query.check_command):
     cli.add_command(_command)
