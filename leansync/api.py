@@ -8,6 +8,7 @@ header and never appears in a message, a log line or an exception.
 import base64
 import hashlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -79,10 +80,11 @@ def make_session(*, retries: int) -> requests.Session:
 
 
 def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, retries: int) -> Any:
-    """POST lean/versions/read and return the parsed JSON document.
+    """POST lean/versions/read and return the response body.
 
-    Raises FetchError (network, HTTP status) or AuthError; the document's
-    content is validated by leansync.payload.
+    Raises FetchError (network, HTTP status), AuthError (rejected
+    credentials) or PayloadError (not JSON); the body is parsed and validated
+    by the run (leansync.payload).
     """
     url = endpoint_url(api_url)
     attempts = retries + 1
@@ -102,15 +104,34 @@ def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, re
     if response.status_code != 200:
         raise FetchError(_status_message(response.status_code, url, attempts, credentials))
 
-    document = parse_json(response.content, source=url)
-    errors = api_errors(document)
-    if errors and any(e.startswith(AUTH_REJECTIONS) for e in errors):
-        raise AuthError(
-            f"QuantConnect rejected the credentials read from {credentials.source} "
-            f"({'; '.join(errors)}); check them, and check this machine's clock: a clock more "
-            "than two hours off gets the same answer"
-        )
-    return document
+    body = response.content
+    if _may_be_a_failure(body):
+        document = parse_json(body, source=url)  # HTML or garbage fails here, with its own message
+        errors = api_errors(document)
+        if errors and any(e.startswith(AUTH_REJECTIONS) for e in errors):
+            raise AuthError(
+                f"QuantConnect rejected the credentials read from {credentials.source} "
+                f"({'; '.join(errors)}); check them, and check this machine's clock: a clock more "
+                "than two hours off gets the same answer"
+            )
+    return body
+
+
+SMALL_BODY = 64 * 1024
+FAILURE_MARK = re.compile(rb'(?<!\\)"success"\s*:\s*false')
+
+
+def _may_be_a_failure(body: bytes) -> bool:
+    """Whether to parse the body here to look for QuantConnect's failure answers.
+
+    A list of versions is large and is parsed by the run, which can then skip
+    the versions it already stores; a failure (`"success": false`) is small.
+    A large body is looked at only if it does not start like a JSON object or
+    if it says `"success": false`. Missing a failure here costs nothing but
+    the message's credentials hint: the run's validation refuses it anyway.
+    """
+    head = body[:64].lstrip()
+    return len(body) <= SMALL_BODY or not head.startswith((b"{", b"\xef\xbb\xbf")) or bool(FAILURE_MARK.search(body))
 
 
 def _status_message(status: int, url: str, attempts: int, credentials: Credentials) -> str:

@@ -37,8 +37,16 @@ class Version(NamedTuple):
 
     id: int
     fields: tuple | None  # None only for a version trusted as unchanged (see validate_document)
-    raw: dict
+    raw: dict | None  # None only for a KnownItem (see parse_json)
     text: str | None = None  # the object's JSON text exactly as sent, when known
+
+
+class KnownItem(NamedTuple):
+    """An item of the versions array whose text is exactly a stored version's raw
+    text: recognised by parse_json without being parsed again (see ``known``)."""
+
+    id: int
+    text: str
 
 
 class ResponseDocument(dict):
@@ -49,13 +57,20 @@ class ResponseDocument(dict):
     item_texts: list[str] | None = None
 
 
-def parse_json(text: str | bytes, *, source: str) -> Any:
-    """Parse a response body, with a clear message for HTML or garbage."""
+def parse_json(data: str | bytes, *, source: str, known: Mapping[str, int] | None = None) -> Any:
+    """Parse a response body, with a clear message for HTML or garbage.
+
+    ``known`` maps the raw texts of listed, stored versions to their ids: an
+    item of "versions" that is exactly one of them becomes a KnownItem instead
+    of being parsed (most of a run's items, most of its parsing time and
+    memory).
+    """
+    text = data
     try:
         if isinstance(text, bytes):  # as json.loads decodes bytes (a UTF-8 BOM is fine)
             text = text.decode(json.detect_encoding(text), "surrogatepass")
         try:
-            return _parse_keeping_item_texts(text)
+            return _parse_keeping_item_texts(text, _prefix_index(known or {}))
         except ValueError:  # not the usual shape, or not JSON: json's own parser decides
             return json.loads(text)
     except ValueError:
@@ -68,9 +83,17 @@ def parse_json(text: str | bytes, *, source: str) -> Any:
 
 _decode = json.JSONDecoder().raw_decode
 _skip_space = re.compile(r"[ \t\n\r]*").match  # JSON's whitespace
+PREFIX = 48  # characters of an item that find the stored texts it may equal
 
 
-def _parse_keeping_item_texts(text: str) -> ResponseDocument:
+def _prefix_index(known: Mapping[str, int]) -> dict[str, list[tuple[str, int]]]:
+    index: dict[str, list[tuple[str, int]]] = {}
+    for text, version_id in known.items():
+        index.setdefault(text[:PREFIX], []).append((text, version_id))
+    return index
+
+
+def _parse_keeping_item_texts(text: str, known: dict[str, list[tuple[str, int]]]) -> ResponseDocument:
     """json.loads for a top-level object, keeping the text of each "versions" item.
 
     Each value is parsed by json's own scanner; only the top-level object and
@@ -91,7 +114,7 @@ def _parse_keeping_item_texts(text: str) -> ResponseDocument:
         if key == "versions":
             document.item_texts = None
             if text.startswith("[", at):
-                value, document.item_texts, at = _array_keeping_texts(text, at)
+                value, document.item_texts, at = _array_keeping_texts(text, at, known)
             else:
                 value, at = _decode(text, at)
         else:
@@ -108,16 +131,23 @@ def _parse_keeping_item_texts(text: str) -> ResponseDocument:
     return document
 
 
-def _array_keeping_texts(text: str, at: int) -> tuple[list, list[str], int]:
+def _array_keeping_texts(text: str, at: int, known: dict[str, list[tuple[str, int]]]) -> tuple[list, list[str], int]:
     items: list = []
     texts: list[str] = []
     at = _skip_space(text, at + 1).end()
     if text.startswith("]", at):
         return items, texts, at + 1
     while True:
-        item, end = _decode(text, at)
-        items.append(item)
-        texts.append(text[at:end])
+        for candidate, version_id in known.get(text[at:at + PREFIX], ()):
+            if text.startswith(candidate, at):  # a complete object, exactly as stored
+                items.append(KnownItem(version_id, candidate))
+                texts.append(candidate)
+                end = at + len(candidate)
+                break
+        else:
+            item, end = _decode(text, at)
+            items.append(item)
+            texts.append(text[at:end])
         at = _skip_space(text, end).end()
         if text.startswith("]", at):
             return items, texts, at + 1
@@ -154,8 +184,9 @@ def validate_document(
 
     ``unchanged`` maps the ids of listed, stored versions to their stored raw
     (JSON text, or the decoded object). An item identical to its stored raw
-    was validated when it was stored: it is passed through with ``fields``
-    None, which the diff never reads for an unchanged version.
+    (or a KnownItem from parse_json) was validated when it was stored: it is
+    passed through with ``fields`` None, which the diff never reads for an
+    unchanged version (nor ``raw``, None for a KnownItem).
     """
     if not isinstance(document, dict):
         raise PayloadError(
@@ -179,7 +210,9 @@ def validate_document(
     first_index: dict[int, int] = {}
     for index, (item, text) in enumerate(zip(items, texts)):
         stored = unchanged.get(item.get("id")) if type(item) is dict else None
-        if stored is not None and stored == (text if type(stored) is str else item):
+        if type(item) is KnownItem:  # parse_json matched it with a stored text
+            version = Version(item.id, None, None, item.text)
+        elif stored is not None and stored == (text if type(stored) is str else item):
             version = Version(item["id"], None, item, text)
         else:
             version = _validate_item(item, index, source, text)

@@ -62,18 +62,18 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
 
 
 def _file_source(path: str):
-    from leansync.payload import parse_json
+    """A saved response: its bytes are parsed by the run (see sync.plan_against)."""
     from leansync.sync import Source
 
     if path == "-":
-        return Source(label="stdin", fetch=lambda: parse_json(sys.stdin.buffer.read(), source="stdin"))
+        return Source(label="stdin", fetch=sys.stdin.buffer.read)
     resolved = Path(path).resolve()
 
     def fetch():
         from leansync.errors import PayloadError
 
         try:
-            return parse_json(resolved.read_bytes(), source=str(resolved))
+            return resolved.read_bytes()
         except OSError as exc:
             raise PayloadError(f"cannot read {resolved}: {exc.strerror}") from None
 
