@@ -89,7 +89,8 @@ PREFIX = 48  # characters of an item that find the stored texts it may equal
 def _prefix_index(known: Mapping[str, int]) -> dict[str, list[tuple[str, int]]]:
     index: dict[str, list[tuple[str, int]]] = {}
     for text, version_id in known.items():
-        index.setdefault(text[:PREFIX], []).append((text, version_id))
+        if len(text) >= PREFIX:  # a shorter one is cheap to parse anyway
+            index.setdefault(text[:PREFIX], []).append((text, version_id))
     return index
 
 
