@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -36,7 +35,7 @@ class Source:
     """Where a run's payload comes from: the API or a saved response."""
 
     label: str  # recorded in sync_run.source; never holds a credential
-    fetch: Callable[[], Any]  # returns the response body (bytes), or a parsed document
+    fetch: Callable[[], bytes]  # returns the response body; the run parses it
 
 
 @dataclass
@@ -53,9 +52,9 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
         with database_errors(url), engine.connect() as conn:
             started_at = run_clock(conn)
         try:
-            response = source.fetch()
+            body = source.fetch()
             with database_errors(url), engine.begin() as conn:
-                plan = plan_against(conn, response, source=source.label)  # parses and validates too
+                plan = plan_against(conn, body, source=source.label)  # parses and validates too
                 check_mass_removal(plan, allow=allow_mass_removal)
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
@@ -68,16 +67,14 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
     return SyncResult(plan=plan, run_id=run_id)
 
 
-def plan_against(conn: Connection, response: bytes | Any, *, source: str) -> Plan:
-    """Parse and validate a response (its body, or a parsed document) and plan
-    what brings the database in line with it."""
+def plan_against(conn: Connection, body: bytes, *, source: str) -> Plan:
+    """Parse and validate a response body and plan what brings the database in line with it."""
     stored = read_versions(conn)
     listed = [s for s in stored if not s.removed]
-    if isinstance(response, (bytes, str)):
-        # Items exactly as stored (SQLite keeps the text) are recognised, not parsed again.
-        response = parse_json(response, source=source, known={s.raw: s.id for s in listed if type(s.raw) is str})
+    # Items exactly as stored (SQLite keeps the text) are recognised, not parsed again.
+    document = parse_json(body, source=source, known={s.raw: s.id for s in listed if type(s.raw) is str})
     # Items identical to their stored raw were validated when stored.
-    incoming = validate_document(response, source=source, unchanged={s.id: s.raw for s in listed})
+    incoming = validate_document(document, source=source, unchanged={s.id: s.raw for s in listed})
     plan = plan_versions(stored=stored, incoming=incoming)
     # Known hashes matter only if some version is new, changed or back.
     plan.new_hashes = new_hashes(plan, read_hashes(conn) if hash_candidates(plan) else set())
@@ -110,14 +107,13 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
     A plan the real run would refuse raises the guard's GuardError, as the
     real run does, but nothing is written.
     """
-    response = source.fetch()
+    body = source.fetch()
     if engine is not None and require_schema(engine, allow_empty=True):
         with database_errors(str(engine.url)), engine.connect() as conn:
-            plan = plan_against(conn, response, source=source.label)
+            plan = plan_against(conn, body, source=source.label)
     else:
-        if isinstance(response, (bytes, str)):
-            response = parse_json(response, source=source.label)
-        plan = plan_sync(stored=[], known_hashes=set(), incoming=validate_document(response, source=source.label))
+        incoming = validate_document(parse_json(body, source=source.label), source=source.label)
+        plan = plan_sync(stored=[], known_hashes=set(), incoming=incoming)
     try:
         check_mass_removal(plan, allow=allow_mass_removal)
     except GuardError as exc:
