@@ -1,4 +1,4 @@
-"""Every ```sql block in README.md runs and returns what the README says.
+"""Every ```sql block in README.md and docs/ (the SQL cookbook, docs/sql.md) runs and returns what the README says.
 
 Each block is one statement followed by its expected rows, one
 `-- result: a | b | c` line per row (`-- result: (no rows)` for none). A
@@ -27,7 +27,8 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import create_engine
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 RESULT = "-- result:"
 DIALECTS = {"-- SQLite": "sqlite", "-- PostgreSQL": "postgresql"}
@@ -38,7 +39,7 @@ RETAG_HASH = hashlib.sha1(b"retag 17453").hexdigest()
 
 
 def sql_blocks() -> list[str]:
-    return SQL_BLOCK.findall(README.read_text(encoding="utf-8"))
+    return [block for path in DOCUMENTS for block in SQL_BLOCK.findall(path.read_text(encoding="utf-8"))]
 
 
 def parse_block(block: str) -> tuple[str, list[list[str]], str | None]:
