@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from leansync.cli import AppContext, verbosity_options
+from leansync.cli.integrations import metrics_file_option, write_metrics_file
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
 
 SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
@@ -29,10 +30,11 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help="Seconds to wait for another run's lock before giving up (exit 75).")
 @click.option("--allow-mass-removal", is_flag=True,
               help="Apply a run even if it removes more than half of the listed versions.")
+@metrics_file_option
 @verbosity_options
 @click.pass_obj
 def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id, timeout, retries,
-                 lock_timeout, allow_mass_removal):
+                 lock_timeout, allow_mass_removal, metrics_file):
     """Fetch the current version list and record what changed.
 
     Exit codes: 0 success, 1 the run failed, 2 usage or configuration error,
@@ -42,7 +44,10 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
     Example:
       leansync sync -q                          # from cron
       leansync sync --from-file response.json --dry-run
+      leansync sync -q --metrics-file /var/lib/node_exporter/textfile/leansync.prom
     """
+    if dry_run and metrics_file is not None:
+        raise click.UsageError("--metrics-file cannot be combined with --dry-run, which writes nothing")
     try:  # every failure, configuration included, still gives --json its one object
         from leansync.database import database_exists, make_engine
         from leansync.sync import dry_run as plan_only, sync
@@ -58,6 +63,9 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
     except Exception as exc:
         _print_failure(exc, as_json=as_json)
         raise  # the group prints the one sentence on stderr and exits with the error's code
+    finally:
+        if metrics_file is not None:  # success or failure, whenever the database can be read
+            write_metrics_file(app, metrics_file)
     _print_result(result, as_json=as_json, quiet=app.quiet)
 
 

@@ -1,0 +1,55 @@
+"""Commands for the tools around leansync: Prometheus metrics and Datasette.
+
+The work is in leansync.metrics and leansync.datasette; this is the click layer.
+"""
+
+from pathlib import Path
+
+import click
+
+from leansync.cli import AppContext, verbosity_options
+from leansync.cli.query import reading
+
+
+@click.command("metrics")
+@verbosity_options
+@click.pass_obj
+def metrics_command(app: AppContext):
+    """Print the Prometheus metrics, read from the database.
+
+    The text exposition format, leansync_* metrics only (see the README's
+    Monitoring section for the names). `sync --metrics-file PATH` writes the
+    same after every run, for node_exporter's textfile collector.
+
+    \b
+    Example:
+      leansync metrics
+    """
+    from leansync.metrics import exposition
+
+    with reading(app) as conn:
+        text = exposition(conn)
+    click.echo(text.decode(), nl=False)
+
+
+def _writable_place(ctx, param, value: Path | None) -> Path | None:
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(f"the directory {value.parent} does not exist", ctx, param)
+    return value
+
+
+metrics_file_option = click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", callback=_writable_place,
+    help="After the run, successful or failed, write `leansync metrics` to PATH atomically "
+         "(for node_exporter's textfile collector).")
+
+
+def write_metrics_file(app: AppContext, path: Path) -> None:
+    """After a run: write the metrics whenever the database can be read; a failure is a warning."""
+    from leansync.cli import error_message
+    from leansync.metrics import write_textfile
+
+    try:
+        write_textfile(app.resolved_database_url(), path)
+    except Exception as exc:  # the run's own outcome (and exit code) matters more
+        click.echo(f"leansync: warning: metrics file not written: {error_message(exc)}", err=True)
