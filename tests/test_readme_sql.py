@@ -4,8 +4,9 @@ Each block is one statement followed by its expected rows, one
 `-- result: a | b | c` line per row (`-- result: (no rows)` for none). A
 block whose first line is `-- SQLite` or `-- PostgreSQL` runs only on that
 backend; the others run on both. Values are compared as text: NULL as
-`NULL`, timestamps in UTC as `YYYY-MM-DD HH:MM:SS` (fractions only when
-non-zero) whatever the backend returns.
+`NULL`, booleans as `1`/`0` (as SQLite stores them), timestamps in UTC as `YYYY-MM-DD HH:MM:SS` (fractions only when
+non-zero) whatever the backend returns, and the third run's moment (the
+real clock's, below) as `now`.
 
 The database is the README's reference history, built by real syncs of the
 sample tags:
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SQL_BLOCK = re.compile(r"^```sql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 RESULT = "-- result:"
+NOW = "now"  # how a result shows the third run's moment (the real clock's)
 DIALECTS = {"-- SQLite": "sqlite", "-- PostgreSQL": "postgresql"}
 
 R1 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
@@ -66,6 +68,8 @@ def test_the_readme_has_checkable_sql():
 def as_text(value) -> str:
     if value is None:
         return "NULL"
+    if isinstance(value, bool):  # PostgreSQL's; SQLite stores 1 and 0
+        value = int(value)
     if isinstance(value, datetime):
         value = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
     elif isinstance(value, Decimal):
@@ -105,9 +109,11 @@ def reference_history(run, write_response, tag_versions):
         if v["id"] in (17553, 18024):  # 17553 made private; 18024 new and private
             v["public"] = False
     sync_at(now, third)
+    return now
 
 
 def test_every_readme_sql_example_returns_what_the_readme_says(reference_history, database_url):
+    today = as_text(reference_history)  # the third run's moment, which the README writes as `now`
     engine = create_engine(database_url)
     backend = engine.dialect.name
     failures, ran = [], 0
@@ -122,7 +128,7 @@ def test_every_readme_sql_example_returns_what_the_readme_says(reference_history
             ran += 1
             cursor = connection.cursor()
             cursor.execute(sql)
-            got = [[as_text(v) for v in row] for row in cursor.fetchall()]
+            got = [[NOW if cell == today else cell for cell in map(as_text, row)] for row in cursor.fetchall()]
             cursor.close()
             if got != expected:
                 failures.append(f"{sql}\n  README says: {expected}\n  {backend} returns: {got}")

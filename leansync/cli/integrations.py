@@ -32,6 +32,29 @@ def metrics_command(app: AppContext):
     click.echo(text.decode(), nl=False)
 
 
+@click.command("datasette-metadata")
+@verbosity_options
+@click.pass_obj
+def datasette_metadata_command(app: AppContext):
+    """Print Datasette metadata (JSON) for the SQLite database in use.
+
+    Title, source, every table's, view's and column's description, and
+    canned queries for the cookbook's questions (docs/sql.md). It reads
+    nothing from the database: the document describes this leansync's
+    schema, keyed by the file's stem as Datasette names databases.
+
+    \b
+    Example:
+      datasette leansync.db --metadata <(leansync datasette-metadata)
+      leansync --database-url sqlite:///leansync.db datasette-metadata > metadata.json
+    """
+    import json
+
+    from leansync.datasette import metadata_document
+
+    click.echo(json.dumps(metadata_document(url=app.resolved_database_url()), indent=2))
+
+
 def _writable_place(ctx, param, value: Path | None) -> Path | None:
     if value is not None and not value.parent.is_dir():
         raise click.BadParameter(f"the directory {value.parent} does not exist", ctx, param)
