@@ -36,7 +36,7 @@ def metrics_command(app: AppContext):
 @verbosity_options
 @click.pass_obj
 def datasette_metadata_command(app: AppContext):
-    """Print Datasette metadata (JSON) for the SQLite database in use.
+    """Print Datasette metadata for the SQLite database.
 
     Title, source, every table's, view's and column's description, and
     canned queries for the cookbook's questions (docs/sql.md). It reads

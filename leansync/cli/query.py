@@ -168,7 +168,7 @@ def show_command(app: AppContext, version_id: int, fmt: str):
 @verbosity_options
 @click.pass_obj
 def hashes_command(app: AppContext, kind, since, fmt):
-    """List hashes: when each first appeared, on which version.
+    """List hashes with when and where each first appeared.
 
     Newest first; first_version_id is the lowest id carrying the hash in the
     run that first saw it.
@@ -310,7 +310,7 @@ class MonitoringCommand(click.Command):
 @verbosity_options
 @click.pass_context
 def check_command(ctx: click.Context, max_age):
-    """Health check for monitoring (Nagios, Icinga, Sensu, Zabbix).
+    """Health check for Nagios, Icinga, Sensu and Zabbix.
 
     Prints `STATUS - message | perfdata` and exits 0 OK (the newest successful
     sync is at most DURATION old), 1 WARNING (it is, but runs failed since),

@@ -35,7 +35,7 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
 @click.pass_obj
 def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id, timeout, retries,
                  lock_timeout, allow_mass_removal, metrics_file):
-    """Fetch the current version list and record what changed.
+    """Fetch the version list and record what changed.
 
     Exit codes: 0 success, 1 the run failed, 2 usage or configuration error,
     75 another run holds the lock.
