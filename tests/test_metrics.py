@@ -6,6 +6,7 @@ checked against a history built by real syncs at frozen times, on both backends.
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
@@ -162,3 +163,25 @@ def test_a_dry_run_takes_no_metrics_file(run, write_response, tag_versions, tmp_
     assert result.exit_code == 2
     assert "--dry-run" in result.stderr
     assert not (tmp_path / "leansync.prom").exists()
+
+
+@pytest.mark.sqlite_only
+def test_a_database_that_cannot_be_read_leaves_the_file_and_says_one_sentence(run, database_url, tmp_path,
+                                                                              write_response, tag_versions):
+    Path(database_url.removeprefix("sqlite:///")).write_bytes(b"not a database, only its name")
+    target = tmp_path / "leansync.prom"
+    target.write_text("# the last good metrics\n")
+    result = run("sync", "--from-file", write_response(tag_versions[:3]), "--metrics-file", target)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("leansync: error: ")
+    assert target.read_text() == "# the last good metrics\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_a_metrics_file_that_cannot_be_written_is_a_warning_after_a_good_run(run, write_response, tag_versions):
+    result = run("sync", "-q", "--from-file", write_response(tag_versions[:3]), "--metrics-file",
+                 "/proc/leansync.prom")
+    assert result.exit_code == 0  # the run itself succeeded and is recorded
+    assert result.stderr == ("leansync: warning: metrics file not written: cannot write the metrics file "
+                             "/proc/leansync.prom: No such file or directory\n")
+    assert json.loads(run("runs", "--format", "json").stdout)[0]["status"] == "success"

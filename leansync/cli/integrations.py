@@ -3,6 +3,7 @@
 The work is in leansync.metrics and leansync.datasette; this is the click layer.
 """
 
+import logging
 from pathlib import Path
 
 import click
@@ -67,12 +68,20 @@ metrics_file_option = click.option(
          "(for node_exporter's textfile collector).")
 
 
-def write_metrics_file(app: AppContext, path: Path) -> None:
-    """After a run: write the metrics whenever the database can be read; a failure is a warning."""
+def write_metrics_file(app: AppContext, path: Path, *, warn: bool = True) -> None:
+    """After a run: write the metrics whenever the database can be read.
+
+    Failing to is a warning after a successful run (whose exit code stands)
+    and only a debug log after a failed one, whose error says it all.
+    """
     from leansync.cli import error_message
     from leansync.metrics import write_textfile
 
     try:
         write_textfile(app.resolved_database_url(), path)
-    except Exception as exc:  # the run's own outcome (and exit code) matters more
-        click.echo(f"leansync: warning: metrics file not written: {error_message(exc)}", err=True)
+    except Exception as exc:
+        message = f"metrics file not written: {error_message(exc)}"
+        if warn:
+            click.echo(f"leansync: warning: {message}", err=True)
+        else:
+            logging.getLogger("leansync.metrics").debug(message)

@@ -62,10 +62,11 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
                           lock_timeout=lock_timeout, allow_mass_removal=allow_mass_removal)
     except Exception as exc:
         _print_failure(exc, as_json=as_json)
+        if metrics_file is not None:  # whenever the database can be read; the run's error is the news
+            write_metrics_file(app, metrics_file, warn=False)
         raise  # the group prints the one sentence on stderr and exits with the error's code
-    finally:
-        if metrics_file is not None:  # success or failure, whenever the database can be read
-            write_metrics_file(app, metrics_file)
+    if metrics_file is not None:
+        write_metrics_file(app, metrics_file)
     _print_result(result, as_json=as_json, quiet=app.quiet)
 
 
