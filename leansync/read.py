@@ -63,8 +63,9 @@ EVENT_KINDS = ("new_version", "changed", "removed", "restored", "new_hash")
 
 # The columns each listing returns, in output order: what JSON and CSV
 # export. (Not writer.py's *_COLUMNS, which are what a sync inserts.)
-# Listings of a table carry every column it has, raw included.
-VERSION_LISTING_COLUMNS = tuple(c.name for c in lean_version.columns)
+# Listings of a table carry every column it has, raw included (lean_version:
+# raw_digest is left out, and last_seen_at computed: see _last_seen).
+VERSION_LISTING_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
 AS_OF_LISTING_COLUMNS = ("id", *API_FIELDS, "valid_from", "valid_to")
 STATE_LISTING_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields", "changes",
                          *API_FIELDS, "sync_run_id")
@@ -93,16 +94,38 @@ def _rows(result, columns) -> list[dict]:
     return [{name: row._mapping.get(name) for name in columns} for row in result]
 
 
+def _last_seen():
+    """When a version was last seen: the newest successful run while it was listed.
+
+    Every successful run sees every listed version, so for a listed one that
+    is the newest successful run; for a removed one, the newest that started
+    before its removed_at (docs/sql.md has the same SQL).
+    """
+    r = sync_run.alias("seen")
+    return (
+        select(func.max(r.c.started_at))
+        .where(r.c.status == "success", or_(V.removed_at.is_(None), r.c.started_at < V.removed_at))
+        .scalar_subquery()
+        .label("last_seen_at")
+    )
+
+
+def _version_columns() -> list:
+    """lean_version's columns as the listings show them."""
+    return [_last_seen() if name == "last_seen_at" else V[name] for name in VERSION_LISTING_COLUMNS]
+
+
 def versions(conn: Connection, *, which: str = "listed", public: bool | None = None,
              limit: int | None = None) -> list[dict]:
     """Versions newest id first: ``which`` is listed (the default), all, or removed."""
     if which == "listed":
         source = lean_version_current.c  # it has no removed_at: _rows fills in None
+        stmt = select(*[source[name] for name in VERSION_LISTING_COLUMNS if name in source])
     elif which in ("all", "removed"):
         source = V
+        stmt = select(*_version_columns())
     else:
         raise ValueError(which)
-    stmt = select(*[source[name] for name in VERSION_LISTING_COLUMNS if name in source])
     if which == "removed":
         stmt = stmt.where(V.removed_at.is_not(None))
     if public is not None:
@@ -132,7 +155,7 @@ def _field_changes(old: dict | None, new: dict, changed_fields: str | None) -> d
 
 def version_summary(conn: Connection, version_id: int) -> dict:
     """One version's lean_version row, as ``versions --all`` lists it."""
-    rows = _rows(conn.execute(select(lean_version).where(V.id == version_id)), VERSION_LISTING_COLUMNS)
+    rows = _rows(conn.execute(select(*_version_columns()).where(V.id == version_id)), VERSION_LISTING_COLUMNS)
     if not rows:
         raise NotFound(version_id)
     return rows[0]

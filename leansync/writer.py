@@ -20,7 +20,7 @@ from leansync.payload import raw_text
 
 CREATED = API_FIELDS.index("created")
 HISTORY_COLUMNS = ("version_id", *API_FIELDS, "valid_from", "valid_to", "changed_fields", "sync_run_id")
-VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
+VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at", "raw")
 HASH_COLUMNS = ("kind", "hash", "first_seen_at", "first_version_id", "sync_run_id")
 
 
@@ -106,16 +106,15 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
 
     if inserted:
         run(_insert_sql(lean_version, VERSION_COLUMNS, codec),
-            [(v.id, *fields, ts, ts, ts, None, raw_text(v)) for v, fields in inserted])
+            [(v.id, *fields, ts, ts, None, raw_text(v)) for v, fields in inserted])
 
     if changes:
-        # Updates and restores: new fields, back on the list; updated_at moves
-        # only when a modelled field changed (a restore may change nothing).
+        # Updates and restores: new fields, back on the list; each opens a new state.
         assignments = ", ".join(f"{name} = {m}" for name in API_FIELDS)
         run(
             f"UPDATE {lean_version.name} SET {assignments}, raw = {codec.placeholder('raw')}, "
-            f"removed_at = NULL, updated_at = COALESCE({m}, updated_at) WHERE id = {m}",
-            [(*fields, raw_text(c.version), ts if c.changed_fields else None, c.version.id) for c, fields in changes],
+            f"removed_at = NULL, updated_at = {m} WHERE id = {m}",
+            [(*fields, raw_text(c.version), ts, c.version.id) for c, fields in changes],
         )
 
     # Close the open history row of every changed or removed version.
@@ -138,9 +137,6 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
         # Fields the schema does not model changed: keep the newest raw object.
         run(f"UPDATE {lean_version.name} SET raw = {codec.placeholder('raw')} WHERE id = {m}",
             [(raw_text(v), v.id) for v in plan.raw_refreshed])
-
-    # Every listed version was seen now; removed ones keep their last sighting.
-    run(f"UPDATE {lean_version.name} SET last_seen_at = {m} WHERE removed_at IS NULL", (ts,))
 
     if plan.new_hashes:
         run(_insert_sql(lean_hash, HASH_COLUMNS, codec),

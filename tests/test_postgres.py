@@ -64,7 +64,7 @@ def assert_one_sentence(stderr: str) -> None:
 # -- column types ---------------------------------------------------------------
 
 def expected_pg_type(column) -> str:
-    if column.name == "raw":
+    if column.name in ("raw", "extra"):
         return "jsonb"
     if isinstance(column.type, UTCDateTime):
         return "timestamp with time zone"
@@ -86,7 +86,7 @@ def test_every_column_has_its_postgresql_type(database_url, run, write_response,
     assert found == expected
     assert found["lean_version", "public"] == "boolean"
     assert found["lean_version_history", "public"] == "boolean"
-    assert found["lean_version", "raw"] == "jsonb"
+    assert found["lean_version", "raw"] == found["lean_version_history", "extra"] == "jsonb"
     assert found["sync_run", "started_at"] == "timestamp with time zone"
 
 
@@ -125,7 +125,7 @@ def test_timestamps_are_utc_whatever_the_session_time_zone(database_url, postgre
     utc = query(database_url, "SELECT started_at AT TIME ZONE 'UTC' FROM sync_run ORDER BY id")
     assert utc == [(T1.replace(tzinfo=None),), (T2.replace(tzinfo=None),)]
     seen = query(database_url, "SELECT DISTINCT first_seen_at AT TIME ZONE 'UTC', last_seen_at AT TIME ZONE 'UTC' "
-                               "FROM lean_version")
+                               "FROM lean_version_current")
     assert seen == [(T1.replace(tzinfo=None), T2.replace(tzinfo=None))]
     first = versions[0]
     created = query(database_url, "SELECT to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "

@@ -191,7 +191,7 @@ def test_versions_lists_the_current_list_newest_id_first_with_every_column(run, 
     assert times == {
         v["b"]["id"]: (iso(T1), iso(T6), iso(T5), None),
         v["c"]["id"]: (iso(T1), iso(T6), iso(T3), None),  # back with a new name: updated then
-        v["d"]["id"]: (iso(T1), iso(T6), iso(T1), None),  # back unchanged: never updated
+        v["d"]["id"]: (iso(T1), iso(T6), iso(T5), None),  # back unchanged: a new state all the same
         v["e"]["id"]: (iso(T1), iso(T6), iso(T2), None),
         v["f"]["id"]: (iso(T1), iso(T6), iso(T1), None),
         v["g"]["id"]: (iso(T2), iso(T6), iso(T2), None),

@@ -147,7 +147,7 @@ def test_first_sync_inserts_everything(sync, db, six, database_url):
         row = versions[item["id"]]
         assert tuple(row[f] for f in API_FIELDS) == api_fields(item)
         assert row["raw"] == item
-        assert row["first_seen_at"] == row["last_seen_at"] == row["updated_at"] == T1
+        assert row["first_seen_at"] == row["updated_at"] == T1
         assert row["removed_at"] is None
         [h] = db.history(item["id"])
         assert (h["valid_from"], h["valid_to"], h["changed_fields"], h["sync_run_id"]) == (T1, None, None, document["run_id"])
@@ -202,11 +202,11 @@ def test_update_moves_updated_at_and_opens_history(sync, db, six, database_url):
     versions = db.versions()
     changed = versions[six[2]["id"]]
     assert (changed["description"], changed["public"]) == ("Reworded", False)
-    assert (changed["first_seen_at"], changed["last_seen_at"], changed["updated_at"]) == (T1, T2, T2)
+    assert (changed["first_seen_at"], changed["updated_at"]) == (T1, T2)
     assert changed["raw"] == six[2]
     for item in six[:2] + six[3:]:
         row = versions[item["id"]]
-        assert (row["first_seen_at"], row["last_seen_at"], row["updated_at"]) == (T1, T2, T1)
+        assert (row["first_seen_at"], row["updated_at"]) == (T1, T1)
     old, new = db.history(six[2]["id"])
     assert (old["valid_from"], old["valid_to"], old["public"]) == (T1, T2, True)
     assert (new["valid_from"], new["valid_to"], new["changed_fields"], new["public"]) == (T2, None, "description,public", False)
@@ -225,18 +225,17 @@ def test_removal_absence_and_restore(sync, db, six, database_url):
     v = db.versions()
     for item in (gone_same, gone_changed):
         row = v[item["id"]]
-        assert (row["removed_at"], row["last_seen_at"], row["updated_at"]) == (T2, T1, T1)
+        assert (row["removed_at"], row["updated_at"]) == (T2, T1)
         assert tuple(row[f] for f in API_FIELDS) == api_fields(item)  # the last known state is kept
         assert [h["valid_to"] for h in db.history(item["id"])] == [T2]
     check_invariants(database_url)
 
-    # T3: still absent: nothing happens to them; the listed ones are seen again.
+    # T3: still absent: nothing happens to them, nor to the listed ones.
     before = db.versions()
     result = sync(listed, "--json", at=T3)
     assert counts_of(result) == expect(versions_seen=4, unchanged=4)
     v = db.versions()
-    assert v == {vid: {**row, "last_seen_at": T3} if row["removed_at"] is None else row for vid, row in before.items()}
-    assert (v[gone_same["id"]]["removed_at"], v[gone_same["id"]]["last_seen_at"]) == (T2, T1)
+    assert v == before
     assert len(db.history(gone_same["id"])) == 1
 
     # T4: both return, one of them changed meanwhile: restored, not inserted or updated.
@@ -245,8 +244,8 @@ def test_removal_absence_and_restore(sync, db, six, database_url):
     assert counts_of(result) == expect(versions_seen=6, unchanged=4, restored=2, new_hashes=1)
     v = db.versions()
     same, changed = v[gone_same["id"]], v[gone_changed["id"]]
-    assert (same["removed_at"], same["last_seen_at"], same["updated_at"], same["first_seen_at"]) == (None, T4, T1, T1)
-    assert (changed["removed_at"], changed["last_seen_at"], changed["updated_at"]) == (None, T4, T4)
+    assert (same["removed_at"], same["updated_at"], same["first_seen_at"]) == (None, T4, T1)
+    assert (changed["removed_at"], changed["updated_at"]) == (None, T4)
     assert (changed["ref"], changed["lean_hash"]) == ("hotfix", "f" * 40)
     assert [(h["valid_from"], h["valid_to"], h["changed_fields"]) for h in db.history(gone_same["id"])] == [
         (T1, T2, None), (T4, None, None)]
@@ -271,7 +270,7 @@ def test_raw_only_change_refreshes_raw_and_counts_unchanged(sync, db, six, datab
     for item in (six[3], six[4]):
         row = after["lean_version"][(item["id"],)]
         assert row["raw"] == item
-        assert row == {**before["lean_version"][(item["id"],)], "raw": item, "last_seen_at": T2}
+        assert row == {**before["lean_version"][(item["id"],)], "raw": item}
     assert after["lean_version"][(six[4]["id"],)]["raw"]["created"].endswith(".000Z")
     assert after["lean_version_history"] == before["lean_version_history"]
     assert after["lean_hash"] == before["lean_hash"]
@@ -286,9 +285,9 @@ def test_raw_only_change_is_silent_with_q(sync, six):
     assert result.stdout == ""
 
 
-def test_no_change_run_only_moves_last_seen_at(sync, db, six):
+def test_no_change_run_writes_only_its_run_row(sync, db, six):
     sync(six[:5], at=T1)
-    sync(six, at=T2)  # one more version, so first_seen_at and last_seen_at differ between rows
+    sync(six, at=T2)  # one more version, so first_seen_at differs between rows
     before = db.dump()
     result = sync(six, "--json", at=T3)
     assert counts_of(result) == expect(versions_seen=6, unchanged=6)
@@ -296,9 +295,7 @@ def test_no_change_run_only_moves_last_seen_at(sync, db, six):
 
     assert set(after) == set(before)
     for table in before:
-        if table == "lean_version":
-            assert after[table] == {key: {**row, "last_seen_at": T3} for key, row in before[table].items()}
-        elif table == "sync_run":
+        if table == "sync_run":
             new_keys = set(after[table]) - set(before[table])
             assert {k: after[table][k] for k in before[table]} == before[table]
             [new_run] = [after[table][k] for k in new_keys]

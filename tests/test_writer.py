@@ -149,7 +149,7 @@ def test_first_run_writes_versions_history_hashes_and_run(engine):
     assert v12["created"] == datetime(2023, 3, 21, 20, 45, 48, tzinfo=timezone.utc)
     assert versions[20]["public"] is None and versions[20]["name"] is None
     for v in versions.values():
-        assert v["first_seen_at"] == v["last_seen_at"] == v["updated_at"] == T0
+        assert v["first_seen_at"] == v["updated_at"] == T0
         assert v["removed_at"] is None
     assert {vid: v["raw"] for vid, v in versions.items()} == {item["id"]: item for item in items}
 
@@ -217,10 +217,10 @@ def test_update_remove_unchanged_and_raw_only(engine):
                                  restored=0, new_hashes=1)
     v = version_rows(engine)
 
-    assert (v[1]["first_seen_at"], v[1]["last_seen_at"], v[1]["updated_at"]) == (at(0), at(1), at(0))
+    assert (v[1]["first_seen_at"], v[1]["updated_at"]) == (at(0), at(0))
 
     assert (v[2]["description"], v[2]["lean_hash"]) == ("Fixed", "new-hash")
-    assert (v[2]["first_seen_at"], v[2]["last_seen_at"], v[2]["updated_at"]) == (at(0), at(1), at(1))
+    assert (v[2]["first_seen_at"], v[2]["updated_at"]) == (at(0), at(1))
     assert v[2]["raw"] == items[1]
     [old, new] = history(engine, 2)
     assert (old["valid_from"], old["valid_to"], old["description"], old["sync_run_id"]) == (at(0), at(1), "Release 2", run1)
@@ -229,11 +229,11 @@ def test_update_remove_unchanged_and_raw_only(engine):
 
     # Raw-only: raw refreshed, no history row, updated_at kept.
     assert v[3]["raw"] == items[2]
-    assert (v[3]["last_seen_at"], v[3]["updated_at"]) == (at(1), at(0))
+    assert v[3]["updated_at"] == at(0)
     assert len(history(engine, 3)) == 1
 
     # Removed: removed_at set, last sighting and fields kept, history closed.
-    assert (v[4]["removed_at"], v[4]["last_seen_at"], v[4]["updated_at"]) == (at(1), at(0), at(0))
+    assert (v[4]["removed_at"], v[4]["updated_at"]) == (at(1), at(0))
     assert v[4]["description"] == "Release 4"
     [only] = history(engine, 4)
     assert only["valid_to"] == at(1)
@@ -243,16 +243,15 @@ def test_update_remove_unchanged_and_raw_only(engine):
     check_history_invariants(engine)
 
 
-def test_removed_and_still_absent_changes_nothing_but_listed_rows(engine):
+def test_removed_and_still_absent_changes_nothing(engine):
     sync_once(engine, [api(1), api(2)], at(0))
     sync_once(engine, [api(1)], at(1))
     before = dump(engine)
     sync_once(engine, [api(1)], at(2))
     after = dump(engine)
-    assert after["lean_version"][(2,)] == before["lean_version"][(2,)]
+    assert after["lean_version"] == before["lean_version"]
     assert after["lean_version_history"] == before["lean_version_history"]
     assert after["lean_hash"] == before["lean_hash"]
-    assert after["lean_version"][(1,)] == {**before["lean_version"][(1,)], "last_seen_at": at(2)}
 
 
 def test_restore_without_and_with_field_changes(engine):
@@ -264,16 +263,15 @@ def test_restore_without_and_with_field_changes(engine):
     assert plan.counts()["inserted"] == 0 and plan.counts()["updated"] == 0
     v = version_rows(engine)
 
-    # 1 returns as it left: no field change, so updated_at stays at its last change.
-    assert (v[1]["removed_at"], v[1]["last_seen_at"], v[1]["updated_at"], v[1]["first_seen_at"]) == (
-        None, at(3), at(1), at(0))
+    # 1 returns as it left: no field change, but a new state, so updated_at moves.
+    assert (v[1]["removed_at"], v[1]["updated_at"], v[1]["first_seen_at"]) == (None, at(3), at(0))
     h1 = history(engine, 1)
     assert [(h["valid_from"], h["valid_to"], h["changed_fields"]) for h in h1] == [
         (at(0), at(1), None), (at(1), at(2), "description"), (at(3), None, None)]
     assert h1[-1]["sync_run_id"] == run4
 
     # 2 returns changed: changed_fields compare with the state before removal.
-    assert (v[2]["removed_at"], v[2]["last_seen_at"], v[2]["updated_at"]) == (None, at(3), at(3))
+    assert (v[2]["removed_at"], v[2]["updated_at"]) == (None, at(3))
     assert (v[2]["ref"], v[2]["public"]) == ("hotfix", False)
     h2 = history(engine, 2)
     assert [(h["valid_from"], h["valid_to"], h["changed_fields"]) for h in h2] == [
