@@ -6,11 +6,14 @@ An object identical to the one already stored was checked when it was
 stored, and is not checked again (validate_document's ``unchanged``).
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
+
+import msgspec
 
 from leansync.errors import PayloadError
 
@@ -28,7 +31,7 @@ INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
 _TEXT = frozenset({str, type(None)})  # what a string field may hold
 
 
-class Version(NamedTuple):
+class ValidatedItem(NamedTuple):
     """One version as the API lists it.
 
     ``fields`` holds the seven modelled fields in column order (see
@@ -180,7 +183,7 @@ def parse_created(value: str) -> datetime:
 
 def validate_document(
     document: Any, *, source: str, unchanged: Mapping[int, Any] | None = None
-) -> list[Version]:
+) -> list[ValidatedItem]:
     """Turn a parsed response into versions, or raise PayloadError.
 
     ``unchanged`` maps the ids of listed, stored versions to their stored raw
@@ -189,6 +192,28 @@ def validate_document(
     passed through with ``fields`` None, which the diff never reads for an
     unchanged version (nor ``raw``, None for a KnownItem).
     """
+    items = _versions_list(document, source)
+    texts = getattr(document, "item_texts", None) or [None] * len(items)
+    unchanged = unchanged or {}
+
+    versions: list[Version] = []
+    first_index: dict[int, int] = {}
+    for index, (item, text) in enumerate(zip(items, texts)):
+        stored = unchanged.get(item.get("id")) if type(item) is dict else None
+        if type(item) is KnownItem:  # parse_json matched it with a stored text
+            version = ValidatedItem(item.id, None, None, item.text)
+        elif stored is not None and stored == (text if type(stored) is str else item):
+            version = ValidatedItem(item["id"], None, item, text)
+        else:
+            version = _validate_item(item, index, source, text)
+        earlier = first_index.setdefault(version.id, index)
+        if earlier != index:
+            raise duplicate_id_error(source=source, index=index, version_id=version.id, earlier=earlier)
+        versions.append(version)
+    return versions
+
+
+def _versions_list(document: Any, source: str) -> list:
     if not isinstance(document, dict):
         raise PayloadError(
             f"the response from {source} is a JSON {_json_type(document)}, not an object"
@@ -204,29 +229,10 @@ def validate_document(
         raise PayloadError(
             f'the response from {source} has "versions" as a JSON {_json_type(items)}, not a list'
         )
-    texts = getattr(document, "item_texts", None) or [None] * len(items)
-    unchanged = unchanged or {}
-
-    versions: list[Version] = []
-    first_index: dict[int, int] = {}
-    for index, (item, text) in enumerate(zip(items, texts)):
-        stored = unchanged.get(item.get("id")) if type(item) is dict else None
-        if type(item) is KnownItem:  # parse_json matched it with a stored text
-            version = Version(item.id, None, None, item.text)
-        elif stored is not None and stored == (text if type(stored) is str else item):
-            version = Version(item["id"], None, item, text)
-        else:
-            version = _validate_item(item, index, source, text)
-        earlier = first_index.setdefault(version.id, index)
-        if earlier != index:
-            raise PayloadError(
-                f"{source}: versions[{index}] (id {version.id}) repeats the id of versions[{earlier}]"
-            )
-        versions.append(version)
-    return versions
+    return items
 
 
-def _validate_item(item: Any, index: int, source: str, text: str | None = None) -> Version:
+def _validate_item(item: Any, index: int, source: str, text: str | None = None) -> ValidatedItem:
     # The hot path of a sync (once per version): messages are built only on error.
     if type(item) is not dict:
         raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(item)}, not an object")
@@ -276,7 +282,7 @@ def _validate_item(item: Any, index: int, source: str, text: str | None = None) 
             f"{source}: versions[{index}] (id {id_}): a string holds a NUL character (\\u0000), "
             "which the database cannot store"
         )
-    return Version(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item, text)
+    return ValidatedItem(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item, text)
 
 
 def _holds_nul(value: Any) -> bool:
@@ -301,7 +307,7 @@ def encode_raw(raw: dict) -> str:
     return json.dumps(raw)
 
 
-def raw_text(version: Version) -> str:
+def raw_text(version: ValidatedItem) -> str:
     """The JSON text a version's raw object is stored as: as sent, when known."""
     return version.text if version.text is not None else encode_raw(version.raw)
 
@@ -330,3 +336,53 @@ def _json_type(value: Any) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- The issue 9 contract (docs: PAYLOAD_CONTRACT), a temporary adapter over the
+# code above until the msgspec rewrite replaces this module. ---------------------
+
+MODELLED_KEYS: frozenset[str] = frozenset({"id", *(key for _, key in FIELD_KEYS)})
+
+
+class Version(NamedTuple):
+    """One decoded, validated version (see decode_version)."""
+
+    id: int
+    fields: tuple  # the seven modelled fields in models.API_FIELDS order
+    extra: dict | None  # the object's other keys, as decoded; None when there are none
+    raw: str  # the object's JSON text, to store in lean_version.raw
+    digest: str  # digest(item bytes)
+
+
+def split_items(body: bytes, *, source: str) -> list[bytes]:
+    """The items of the "versions" array, each as its JSON bytes, in order."""
+    try:  # the usual shape, fast; anything else takes the path with today's messages
+        top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+        if "success" not in top or msgspec.json.decode(top["success"]) is not False:
+            return msgspec.json.decode(top["versions"], type=list[msgspec.Raw])
+    except (msgspec.DecodeError, KeyError):
+        pass
+    document = parse_json(body, source=source)
+    items = _versions_list(document, source)
+    texts = getattr(document, "item_texts", None) or [json.dumps(item) for item in items]
+    return [text.encode("utf-8", "surrogatepass") for text in texts]
+
+
+def digest(item: bytes) -> str:
+    """Hex BLAKE2b-128 of an item's bytes as sent."""
+    return hashlib.blake2b(item, digest_size=16).hexdigest()
+
+
+def decode_version(item: bytes, *, index: int, source: str) -> Version:
+    text = bytes(item).decode("utf-8", "surrogatepass")
+    try:
+        value = msgspec.json.decode(item)
+    except msgspec.DecodeError:
+        value = json.loads(text)
+    checked = _validate_item(value, index, source, text)
+    extra = {key: v for key, v in value.items() if key not in MODELLED_KEYS} or None
+    return Version(checked.id, checked.fields, extra, text, digest(item))
+
+
+def duplicate_id_error(*, source: str, index: int, version_id: int, earlier: int) -> PayloadError:
+    return PayloadError(f"{source}: versions[{index}] (id {version_id}) repeats the id of versions[{earlier}]")

@@ -477,13 +477,14 @@ def test_0003_keeps_a_history_fills_extra_and_last_seen(database_url, run, write
     shown = run("show", "4")
     assert f"last seen {format_utc(T[1])}" in shown.stdout
 
-    # The next run opens no state.
+    # The next run decodes every item once (no digest yet), fills raw_digest and opens no state.
     with freeze_time(T[4]):
         result = run("sync", "--json", "--from-file", write_response(list(last.values())[:3]))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"status": "success", "run_id": 5, "versions_seen": 3, "inserted": 0,
                                          "updated": 0, "unchanged": 3, "removed": 0, "restored": 0, "new_hashes": 0}
     assert query(database_url, "SELECT count(*) FROM lean_version_history") == [(6,)]
+    assert query(database_url, "SELECT id FROM lean_version WHERE raw_digest IS NULL") == [(4,)]  # not listed
 
 
 def test_0003_downgrade_gives_last_seen_at_back(database_url):

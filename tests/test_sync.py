@@ -257,30 +257,46 @@ def test_removal_absence_and_restore(sync, db, six, database_url):
     check_invariants(database_url)
 
 
-def test_raw_only_change_refreshes_raw_and_counts_unchanged(sync, db, six, database_url):
+def test_the_same_object_in_other_bytes_refreshes_raw_and_counts_unchanged(sync, db, six, database_url):
     sync(six, at=T1)
     before = db.dump()
-    six[3]["leanVersionTag"] = "2.5.x"  # a field the schema does not model
-    # The API switching to its documented created format: the same instant, so only raw changes.
+    # The API switching to its documented created format: the same instant.
     six[4]["created"] = six[4]["created"].replace(" ", "T") + ".000Z"
+    six[3]["public"] = 1  # 0/1 for a boolean: the same field value
+    six[2] = dict(reversed(list(six[2].items())))  # other key order
     result = sync(six, "--json", at=T2)
     assert counts_of(result) == expect(versions_seen=6, unchanged=6)
     after = db.dump()
 
-    for item in (six[3], six[4]):
+    for item in (six[2], six[3], six[4]):
         row = after["lean_version"][(item["id"],)]
         assert row["raw"] == item
-        assert row == {**before["lean_version"][(item["id"],)], "raw": item}
+        assert {k: v for k, v in row.items() if k not in ("raw", "raw_digest")} == {
+            k: v for k, v in before["lean_version"][(item["id"],)].items() if k not in ("raw", "raw_digest")}
+        assert row["raw_digest"] != before["lean_version"][(item["id"],)]["raw_digest"]
     assert after["lean_version"][(six[4]["id"],)]["raw"]["created"].endswith(".000Z")
     assert after["lean_version_history"] == before["lean_version_history"]
     assert after["lean_hash"] == before["lean_hash"]
     check_invariants(database_url)
 
 
-@pytest.mark.sqlite_only
-def test_raw_only_change_is_silent_with_q(sync, six):
+def test_a_key_the_schema_does_not_model_opens_a_state(sync, db, six, database_url):
     sync(six, at=T1)
-    six[0]["extra"] = {"nested": True}
+    six[3]["leanVersionTag"] = "2.5.x"
+    result = sync(six, "--json", at=T2)
+    assert counts_of(result) == expect(versions_seen=6, updated=1, unchanged=5)
+    row = db.versions()[six[3]["id"]]
+    assert (row["raw"], row["updated_at"]) == (six[3], T2)
+    old, new = db.history(six[3]["id"])
+    assert (old["valid_to"], old["extra"]) == (T2, None)
+    assert (new["valid_from"], new["changed_fields"], new["extra"]) == (T2, "leanVersionTag", {"leanVersionTag": "2.5.x"})
+    check_invariants(database_url)
+
+
+@pytest.mark.sqlite_only
+def test_the_same_object_in_other_bytes_is_silent_with_q(sync, six):
+    sync(six, at=T1)
+    six[0]["created"] = six[0]["created"].replace(" ", "T") + "Z"
     result = sync(six, "-q", at=T2)
     assert result.stdout == ""
 
@@ -456,17 +472,18 @@ def test_dry_run_on_an_existing_database_writes_nothing(sync, run, db, database_
     with freeze_time(T2):
         result = run("sync", "--dry-run", "--json", "--from-file", write_response(changed))
     assert result.exit_code == 0, result.stderr
-    assert db.dump() == before  # no sync_run row, no last_seen_at, nothing
+    assert db.dump() == before  # no sync_run row, nothing
     assert database_files(database_url) == files  # byte for byte (SQLite)
 
     document = json.loads(result.stdout)
     assert set(document) == JSON_KEYS | {"changes"}
     assert document["run_id"] is None
-    assert {k: document[k] for k in COUNT_KEYS} == expect(versions_seen=6, inserted=1, updated=1, unchanged=4,
+    assert {k: document[k] for k in COUNT_KEYS} == expect(versions_seen=6, inserted=1, updated=2, unchanged=3,
                                                           removed=1, new_hashes=1)
     assert document["changes"] == [
         {"action": "insert", "id": 1},
         {"action": "update", "id": six[0]["id"], "changed_fields": ["description"]},
+        {"action": "update", "id": six[4]["id"], "changed_fields": ["leanVersionTag"]},
         {"action": "remove", "id": six[5]["id"]},
         {"action": "new_hash", "kind": "lean", "hash": "e" * 40, "first_version_id": 1},
     ]
