@@ -123,40 +123,40 @@ def api_errors(document: Any) -> list[str] | None:
 
 def decode_version(item: bytes, *, index: int, source: str) -> Version:
     """Decode and validate one item of "versions" (``index`` is its position)."""
-    where = f"{source}: versions[{index}]"
-    item = bytes(item)  # a msgspec.Raw slice of the body: searched below
+    # The hot path of an initial load (once per version): messages are built only on error.
     try:
         value = _any.decode(item)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        # Invalid UTF-8 (surrogates included), a raw control character, a bad number...
-        raise PayloadError(f"{where} is not valid JSON ({_reason(exc)})") from None
+        # Invalid UTF-8 (surrogates included) or a number out of range: the
+        # body's JSON syntax was checked by split_items, its strings were not.
+        raise PayloadError(f"{source}: versions[{index}] is not valid JSON ({_reason(exc)})") from None
     if type(value) is not dict:
-        raise PayloadError(f"{where} is a JSON {_json_type(value)}, not an object")
+        raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(value)}, not an object")
     try:
         typed = msgspec.convert(value, Item)
     except msgspec.ValidationError as exc:
+        where = f"{source}: versions[{index}]"
         raise _explain(value, where) or PayloadError(f"{where}: {_reason(exc)}") from None
-    vid = typed.id
     created = typed.created
     if created is not None:
         try:
             created = parse_created(created)
         except ValueError:
-            raise PayloadError(
-                f'{where} (id {vid}): field "created" is not a valid timestamp: {typed.created!r}'
-            ) from None
-    # PostgreSQL can store no NUL character (\u0000), in text or jsonb: refuse it
-    # on every backend, so both keep the same history. JSON can only spell it escaped.
-    if b"\\u0000" in item and _holds_nul(value):
-        raise PayloadError(
-            f"{where} (id {vid}): a string holds a NUL character (\\u0000), which the database cannot store"
-        )
-    public = typed.public if typed.public is None else bool(typed.public)
-    fields = (typed.name, typed.description, typed.ref, typed.leanHash, typed.leanCloudHash, public, created)
-    extra = {key: v for key, v in value.items() if key not in MODELLED_KEYS} or None
+            raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "created" is not a valid '
+                               f"timestamp: {typed.created!r}") from None
     # Encoded again rather than kept as sent: a key sent twice keeps its last
     # value, in raw as in the fields and extra (and as PostgreSQL's jsonb does).
-    return Version(vid, fields, extra, _encode(value).decode(), digest(item))
+    raw = _encode(value)
+    # PostgreSQL can store no NUL character (\u0000), in text or jsonb: refuse it
+    # on every backend, so both keep the same history. JSON can only spell it escaped.
+    if b"\\u0000" in raw and _holds_nul(value):
+        raise PayloadError(f"{source}: versions[{index}] (id {typed.id}): a string holds a NUL character "
+                           "(\\u0000), which the database cannot store")
+    public = typed.public
+    fields = (typed.name, typed.description, typed.ref, typed.leanHash, typed.leanCloudHash,
+              public if public is None else bool(public), created)
+    extra = None if value.keys() <= MODELLED_KEYS else {k: v for k, v in value.items() if k not in MODELLED_KEYS}
+    return Version(typed.id, fields, extra, raw.decode(), digest(item))
 
 
 def decode_all(body: bytes | str, *, source: str) -> list[Version]:
