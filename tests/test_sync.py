@@ -7,6 +7,7 @@ handling, where the backend does not matter, are marked ``sqlite_only``.
 
 import copy
 import gc
+import hashlib
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -584,13 +585,16 @@ def test_human_summary_without_q(sync, six):
 
 
 @pytest.mark.sqlite_only
-def test_raw_is_stored_as_sent_on_sqlite(run, database_url, tmp_path):
-    """The raw column keeps each object's JSON text exactly as the API sent it."""
+def test_raw_is_the_object_as_sent_and_the_digest_its_bytes(run, database_url, tmp_path):
+    """raw is the object JSON-equal to what was sent, its keys in the order sent;
+    raw_digest is the digest of the item's bytes exactly as sent."""
+    item = '{"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]}'
     path = tmp_path / "as-sent.json"
-    path.write_text('{"success": true, "versions": [ {"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]} ]}')
+    path.write_text('{"success": true, "versions": [ %s ]}' % item)
     assert run("sync", "--from-file", path).exit_code == 0
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        stored = conn.exec_driver_sql("SELECT raw FROM lean_version WHERE id = 7").scalar()
+        stored, stored_digest = conn.exec_driver_sql("SELECT raw, raw_digest FROM lean_version WHERE id = 7").one()
     engine.dispose()
-    assert stored == '{"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]}'
+    assert stored == '{"id":7,"name":"v2.5.7","extra":[1,2.5]}'
+    assert stored_digest == hashlib.blake2b(item.encode(), digest_size=16).hexdigest()
