@@ -122,8 +122,9 @@ def sort_items(items: list[bytes], *, index: StoredIndex, source: str) -> Sorted
     known = index.by_digest.get
     ids: dict[int, int] = {}
     decoded: list[Version] = []
+    matching = bool(index.by_digest)  # nothing to match on a first run: no digest to compute
     for position, item in enumerate(items):
-        vid = known(digest(item))
+        vid = known(digest(item)) if matching else None
         if vid is None:
             version = decode_version(item, index=position, source=source)
             decoded.append(version)

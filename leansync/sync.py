@@ -80,7 +80,9 @@ def plan_against(conn: Connection | None, body: bytes, *, source: str) -> Plan:
     ids = [v.id for v in sorted_items.decoded if v.id in index.listed or v.id in index.removed]
     stored = read_stored(conn, ids) if ids else {}
     plan = plan_versions(index=index, items=sorted_items, stored=stored)
-    plan.new_hashes = new_hashes(plan, read_known_hashes(conn, plan) if conn is not None else set())
+    # Hashes come with versions: with none stored, none is known.
+    stored_any = bool(index.listed or index.removed)
+    plan.new_hashes = new_hashes(plan, read_known_hashes(conn, plan) if stored_any else set())
     return plan
 
 

@@ -69,11 +69,13 @@ class Codec:
         return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
     def fields(self, fields: tuple) -> tuple:
-        """The seven API fields, ``created`` converted."""
+        """The seven API fields, ``created`` converted (once per version written: kept lean)."""
         created = fields[CREATED]
         if created is None or not self.sqlite:
             return fields
-        return (*fields[:CREATED], self.timestamp(created), *fields[CREATED + 1:])
+        if created.tzinfo is not timezone.utc:
+            created = created.astimezone(timezone.utc)
+        return (*fields[:CREATED], created.isoformat(" ", "microseconds")[:26], *fields[CREATED + 1:])
 
     def read_fields(self, row: tuple) -> tuple:
         """The seven API fields as read (SQLite: created is text, public 0/1)."""
