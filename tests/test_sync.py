@@ -13,13 +13,16 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import MetaData, create_engine, inspect, select
 
-from dbstate import check_invariants
+from clitext import error_line
+from dbstate import check_invariants, runs
+from leansync.cli import cli
 from leansync import models
 from leansync.database import make_engine, sqlite_path
-from leansync.lock import lock_file_path
+from leansync.lock import lock_file_path, run_lock
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
 from leansync.payload import parse_created
 
@@ -598,3 +601,105 @@ def test_raw_is_the_object_as_sent_and_the_digest_its_bytes(run, database_url, t
     engine.dispose()
     assert stored == '{"id":7,"name":"v2.5.7","extra":[1,2.5]}'
     assert stored_digest == hashlib.blake2b(item.encode(), digest_size=16).hexdigest()
+
+
+# --- --json on every failure ----------------------------------------------------------------------
+
+def invoke(url: str, *args):
+    return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], catch_exceptions=False)
+
+
+def _missing_credentials(tmp_path, write_response):
+    return [f"sqlite:///{tmp_path / 'h.db'}", "sync", "--json"], 2
+
+
+def _malformed_driver_option(tmp_path, write_response):
+    # SQLAlchemy raises a plain ValueError for it: the "unexpected error" path.
+    return [f"sqlite:///{tmp_path / 'h.db'}?timeout=soon", "sync", "--json", "--from-file", write_response([])], 1
+
+
+def _file_in_the_way(tmp_path, write_response):
+    (tmp_path / "data").write_text("a file where the database folder should be")
+    return [f"sqlite:///{tmp_path / 'data' / 'h.db'}", "sync", "--json", "--from-file", write_response([])], 2
+
+
+def _lock_file_unusable(tmp_path, write_response):
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert invoke(url, "db", "upgrade").exit_code == 0
+    lock = lock_file_path(sqlite_path(url))
+    lock.unlink()
+    lock.mkdir()  # a folder where the lock file should be
+    return [url, "sync", "--json", "--from-file", write_response([])], 1
+
+
+FAILURES = {
+    "missing-credentials": (_missing_credentials, "QUANTCONNECT_API_TOKEN"),
+    "unexpected-exception": (_malformed_driver_option, "unexpected error: ValueError"),
+    "file-in-the-way": (_file_in_the_way, "cannot create the folder"),
+    "lock-file-unusable": (_lock_file_unusable, "cannot open the lock file"),
+}
+
+
+@pytest.mark.parametrize("scenario", FAILURES)
+def test_every_failure_of_json_sync_prints_one_json_object(tmp_path, write_response, scenario):
+    make, expected = FAILURES[scenario]
+    (url, *args), code = make(tmp_path, write_response)
+    result = invoke(url, *args)
+    assert result.exit_code == code, result.output
+    [line] = result.stdout.splitlines()
+    document = json.loads(line)
+    assert document == {"status": "failed", "run_id": None, "error": document["error"]}
+    assert expected in document["error"]
+    # stderr keeps its one sentence: the same one (plus the -v hint for an unexpected error).
+    [stderr_line] = result.stderr.splitlines()
+    assert stderr_line.startswith(f"leansync: error: {document['error']}")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.sqlite_only
+def test_a_busy_lock_with_json_prints_one_json_object(run, database_url, write_response, six):
+    assert run("sync", "--from-file", write_response(six)).exit_code == 0
+    engine = make_engine(database_url)
+    try:
+        with run_lock(engine, timeout=0):
+            result = run("sync", "--json", "--lock-timeout", "0", "--from-file", write_response(six))
+    finally:
+        engine.dispose()
+    assert result.exit_code == 75
+    [line] = result.stdout.splitlines()
+    assert json.loads(line) == {"status": "failed", "run_id": None, "error": error_line(result.stderr)}
+
+
+# --- the run clock follows commit order -------------------------------------------------------------
+
+LATER = datetime(2026, 3, 2, 6, 0, 0, tzinfo=UTC)
+EARLIER = LATER - timedelta(minutes=10)  # where NTP puts the clock back to
+MICROSECOND = timedelta(microseconds=1)
+
+
+def test_run_timestamps_follow_commit_order_when_the_clock_steps_back(run, database_url, write_response, six):
+    ten = six
+    changed = [dict(ten[0], description="Reworded"), *ten[1:]]
+    with freeze_time(LATER):
+        assert run("sync", "--from-file", write_response(ten)).exit_code == 0
+    with freeze_time(EARLIER):  # NTP stepped the clock back between the runs
+        assert run("sync", "--from-file", write_response(changed)).exit_code == 0
+        failed = run("sync", "--from-file", write_response(document={"versions": "none"}))
+    assert failed.exit_code == 1
+
+    rows = runs(database_url)
+    assert [r["status"] for r in rows] == ["success", "success", "failed"]
+    assert [r["started_at"] for r in rows] == [LATER, LATER + MICROSECOND, LATER + 2 * MICROSECOND]
+    assert all(r["finished_at"] >= r["started_at"] for r in rows)
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            history = conn.execute(
+                select(lean_version_history.c.valid_from, lean_version_history.c.valid_to)
+                .where(lean_version_history.c.version_id == ten[0]["id"])
+                .order_by(lean_version_history.c.valid_from)).all()
+    finally:
+        engine.dispose()
+    assert [tuple(h) for h in history] == [(LATER, LATER + MICROSECOND), (LATER + MICROSECOND, None)]
+    check_invariants(database_url)
