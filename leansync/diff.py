@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from leansync.errors import GuardError
+from leansync.errors import GuardError, PayloadError
 from leansync.models import API_FIELDS
 from leansync.payload import Version, decode_version, digest, duplicate_id_error
 
@@ -45,7 +45,7 @@ class StoredVersion(NamedTuple):
 class SortedItems(NamedTuple):
     """The response's items after step 1."""
 
-    ids: dict[int, int]  # every item's id -> its index, in order
+    ids: list[int]  # every item's id, in order
     decoded: list[Version]  # the items that need comparing, in order
 
 
@@ -103,36 +103,46 @@ class Plan:
 
 def index_versions(rows: Iterable[tuple[int, str | None, bool]]) -> StoredIndex:
     """The index from (id, raw_digest, removed) of every stored version."""
-    index = StoredIndex({}, set(), set())
-    for vid, raw_digest, removed in rows:
-        if removed:
-            index.removed.add(vid)
-        else:
-            index.listed.add(vid)
-            if raw_digest is not None:
-                index.by_digest[raw_digest] = vid
-    return index
+    rows = rows if isinstance(rows, list) else list(rows)
+    return StoredIndex(
+        by_digest={raw_digest: vid for vid, raw_digest, removed in rows if not removed and raw_digest is not None},
+        listed={vid for vid, _, removed in rows if not removed},
+        removed={vid for vid, _, removed in rows if removed},
+    )
 
 
 def sort_items(items: list[bytes], *, index: StoredIndex, source: str) -> SortedItems:
     """Step 1: decode only the items that are not exactly a listed version's stored bytes.
 
-    Raises PayloadError for a bad item or a repeated id, the first in order.
+    Raises PayloadError for a bad item or a repeated id: the first in order,
+    as if the items were read one by one (a bad item before a repeat wins).
     """
-    known = index.by_digest.get
-    ids: dict[int, int] = {}
+    # The no-op path, once per item: a digest and a lookup, in C-level loops.
+    if index.by_digest:
+        ids: list = list(map(index.by_digest.get, map(digest, items)))
+    else:  # a first run: nothing to match, no digest to compute
+        ids = [None] * len(items)
     decoded: list[Version] = []
-    matching = bool(index.by_digest)  # nothing to match on a first run: no digest to compute
-    for position, item in enumerate(items):
-        vid = known(digest(item)) if matching else None
+    for position, vid in enumerate(ids):
         if vid is None:
-            version = decode_version(item, index=position, source=source)
+            try:
+                version = decode_version(items[position], index=position, source=source)
+            except PayloadError:
+                _refuse_repeats(ids[:position], source)  # an earlier repeated id is reported first
+                raise
             decoded.append(version)
-            vid = version.id
-        earlier = ids.setdefault(vid, position)
-        if earlier != position:
-            raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=earlier)
+            ids[position] = version.id
+    if len(set(ids)) != len(ids):
+        _refuse_repeats(ids, source)
     return SortedItems(ids, decoded)
+
+
+def _refuse_repeats(ids: list, source: str) -> None:
+    """Raise for the first id that repeats an earlier one (None: not known yet)."""
+    first: dict[int, int] = {}
+    for position, vid in enumerate(ids):
+        if vid is not None and first.setdefault(vid, position) != position:
+            raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=first[vid])
 
 
 def canonical(value: Any) -> bytes:
@@ -201,7 +211,9 @@ def new_hashes(plan: Plan, known: set[tuple[str, str]]) -> list[NewHash]:
     for kind, position in HASH_KINDS:
         # Walking ids downwards, the last write for a hash is its lowest id.
         first = {v.fields[position]: v.id for v in descending}
-        fresh = sorted(value for value in first if value and (kind, value) not in known)  # null or "": no hash
+        first.pop(None, None)  # null or "": no hash
+        first.pop("", None)
+        fresh = sorted(first.keys() - {value for k, value in known if k == kind})
         new += [NewHash(kind, value, first[value]) for value in fresh]
     return new
 

@@ -9,12 +9,13 @@ whose response matches the stored state needs), then, only for the ids of the
 items that had to be decoded, ``read_stored`` (their state) and
 ``read_known_hashes`` (which of their hashes are known).
 
-Writes (``apply_plan``): the run's new and changed lean_version rows from
-Python (executemany on SQLite, COPY on PostgreSQL), and the ids of its new
-states and removals, with each new state's changed_fields and extra, into a
-temporary staging table. Everything else is set-based SQL over those rows:
-closing history rows, marking removals, opening history rows, first-seen
-hashes. A run with nothing to write writes nothing but its sync_run row.
+Writes (``apply_plan``): the run's new lean_version rows from Python in one
+executemany (SQLite) or COPY (PostgreSQL), its changed ones in one
+executemany UPDATE. Everything else is set-based SQL over the rows just
+written, with the ids concerned as one array parameter: closing history
+rows, marking removals, opening history rows (INSERT ... SELECT, extra taken
+from the raw just written) and first-seen hashes (INSERT ... SELECT ... GROUP
+BY). A run with nothing to write writes nothing but its sync_run row.
 
 The bulk statements go to the driver directly (``exec_driver_sql``) with
 values already in the driver's form (see ``Codec``): SQLAlchemy's per-value
@@ -31,15 +32,11 @@ from sqlalchemy import Connection, insert, update
 
 from leansync.diff import HASH_KINDS, Plan, StoredIndex, StoredVersion, candidate_hashes, index_versions
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.payload import MODELLED_KEYS
 
 CREATED = API_FIELDS.index("created")
-STAGE = "leansync_stage"
 FIELD_LIST = ", ".join(API_FIELDS)
 VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at", "raw", "raw_digest")
-STAGE_COLUMNS = ("id", "kind", "changed_fields", "extra")
-# Stage kinds: a new version, a changed one, a returning one, a removed one.
-INSERTED, UPDATED, RESTORED, REMOVED = "i", "u", "r", "d"
-NEW_STATE = f"('{INSERTED}', '{UPDATED}', '{RESTORED}')"
 
 
 class Codec:
@@ -98,8 +95,11 @@ class Codec:
 
 def read_index(conn: Connection) -> StoredIndex:
     """(id, raw_digest, removed) of every stored version: one query, no JSON."""
-    rows = conn.exec_driver_sql(f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name}").all()
-    return index_versions(rows)
+    result = conn.exec_driver_sql(f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name}")
+    try:  # the driver's own tuples: SQLAlchemy's rows would cost more than the query here
+        return index_versions(result.cursor.fetchall())
+    finally:
+        result.close()
 
 
 def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, StoredVersion]:
@@ -146,19 +146,6 @@ def finish_run(conn: Connection, run_id: int, *, finished_at: datetime) -> None:
     conn.execute(update(sync_run).where(sync_run.c.id == run_id).values(finished_at=finished_at))
 
 
-def _extra_text(extra: dict | None) -> str | None:
-    return None if extra is None else msgspec.json.encode(extra).decode()
-
-
-def _stage_rows(plan: Plan) -> list[tuple]:
-    rows = [(v.id, INSERTED, None, _extra_text(v.extra)) for v in plan.inserted]
-    for kind, changes in ((UPDATED, plan.updated), (RESTORED, plan.restored)):
-        rows += [(c.version.id, kind, ",".join(c.changed_fields) or None, _extra_text(c.version.extra))
-                 for c in changes]
-    rows += [(vid, REMOVED, None, None) for vid in plan.removed]
-    return rows
-
-
 def _bulk(conn: Connection, codec: Codec, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """Many rows into a table: executemany on SQLite, COPY on PostgreSQL."""
     if codec.sqlite:
@@ -194,28 +181,24 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
             f"updated_at = COALESCE({m}, updated_at) WHERE id = {m}",
             [(*codec.fields(v.fields), v.raw, v.digest, moment, v.id) for v, moment in changes])
 
-    stage = _stage_rows(plan)
-    if not stage:
-        return
-    extra_type, on_commit = ("TEXT", "") if codec.sqlite else ("jsonb", " ON COMMIT DROP")
-    run(f"CREATE TEMP TABLE {STAGE} (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, changed_fields TEXT, "
-        f"extra {extra_type}){on_commit}")
-    _bulk(conn, codec, STAGE, STAGE_COLUMNS, stage)
-
-    if plan.updated or plan.removed:
+    # Everything else is set-based SQL over the lean_version rows just written.
+    closing = [c.version.id for c in plan.updated] + plan.removed
+    if closing:
         run(f"UPDATE {lean_version_history.name} SET valid_to = {m} WHERE valid_to IS NULL "
-            f"AND version_id IN (SELECT id FROM {STAGE} WHERE kind IN ('{UPDATED}', '{REMOVED}'))", (ts,))
+            f"AND version_id {codec.in_list()}", (ts, codec.value_list(closing)))
     if plan.removed:
-        run(f"UPDATE {lean_version.name} SET removed_at = {m} "
-            f"WHERE id IN (SELECT id FROM {STAGE} WHERE kind = '{REMOVED}')", (ts,))
+        run(f"UPDATE {lean_version.name} SET removed_at = {m} WHERE id {codec.in_list()}",
+            (ts, codec.value_list(plan.removed)))
 
-    # CROSS JOIN: SQLite then loops over the (small) stage, not over every version.
-    new_states = f"FROM {STAGE} s CROSS JOIN {lean_version.name} v WHERE v.id = s.id AND s.kind IN {NEW_STATE}"
-    if plan.inserted or plan.updated or plan.restored:
-        fields = ", ".join(f"v.{name}" for name in API_FIELDS)
-        run(f"INSERT INTO {lean_version_history.name} (version_id, {FIELD_LIST}, valid_from, valid_to, "
-            f"changed_fields, sync_run_id, extra) SELECT v.id, {fields}, {m}, NULL, s.changed_fields, {m}, s.extra "
-            f"{new_states}", (ts, run_id))
+    states = [(v.id, None) for v in plan.inserted]
+    states += [(c.version.id, ",".join(c.changed_fields) or None) for c in plan.updated + plan.restored]
+    if not states:
+        return
+    new_states, changed_fields, params = _new_states(codec, states)
+    fields = ", ".join(f"v.{name}" for name in API_FIELDS)
+    run(f"INSERT INTO {lean_version_history.name} (version_id, {FIELD_LIST}, valid_from, valid_to, "
+        f"changed_fields, sync_run_id, extra) SELECT v.id, {fields}, {m}, NULL, {changed_fields}, {m}, "
+        f"{_extra_of_raw(codec)} {new_states}", (ts, run_id, *params))
 
     if plan.new_hashes:
         # The lowest id carrying each hash not seen before: what diff.new_hashes planned.
@@ -224,8 +207,32 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
                  f"AND x.hash = v.{column}) GROUP BY v.{column}"
                  for kind, column in ((kind, API_FIELDS[position]) for kind, position in HASH_KINDS)]
         result = run(f"INSERT INTO {lean_hash.name} (kind, hash, first_seen_at, first_version_id, sync_run_id) "
-                     + " UNION ALL ".join(parts), (ts, run_id) * len(parts))
+                     + " UNION ALL ".join(parts), (ts, run_id, *params) * len(parts))
         if result.rowcount != len(plan.new_hashes):  # the plan was shown and counted: it must be what lands
             raise RuntimeError(f"planned {len(plan.new_hashes)} new hashes, wrote {result.rowcount}")
+
+
+def _new_states(codec: Codec, states: list[tuple[int, str | None]]) -> tuple[str, str, tuple]:
+    """SQL selecting the rows just written for the run's new states, with each one's
+    changed_fields: (FROM ... WHERE ..., the changed_fields expression, parameters).
+
+    The (id, changed_fields) pairs are one parameter: a JSON array for SQLite's
+    json_each (CROSS JOIN: SQLite then loops over the pairs, not over every
+    version), two arrays for PostgreSQL's unnest.
+    """
     if codec.sqlite:
-        run(f"DROP TABLE temp.{STAGE}")
+        return (f"FROM json_each(?) s CROSS JOIN {lean_version.name} v WHERE v.id = json_extract(s.value, '$[0]')",
+                "json_extract(s.value, '$[1]')", (json.dumps(states),))
+    ids, changed = zip(*states)
+    return (f"FROM unnest(%s::integer[], %s::text[]) AS s(id, changed_fields), {lean_version.name} v "
+            "WHERE v.id = s.id", "s.changed_fields", (list(ids), list(changed)))
+
+
+def _extra_of_raw(codec: Codec) -> str:
+    """SQL for a state's extra: the just-written raw without id and the seven keys; NULL when that leaves {}."""
+    keys = sorted(MODELLED_KEYS)
+    if codec.sqlite:
+        paths = ", ".join(f"'$.{key}'" for key in keys)
+        return f"NULLIF(json_remove(v.raw, {paths}), '{{}}')"
+    names = ", ".join(f"'{key}'" for key in keys)
+    return f"NULLIF(v.raw - ARRAY[{names}]::text[], '{{}}'::jsonb)"
