@@ -55,6 +55,7 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
             body = source.fetch()
             with database_errors(url), engine.begin() as conn:
                 plan = plan_against(conn, body, source=source.label)  # decodes and validates too
+                del body  # the plan holds what is written: the response's memory goes before the writes
                 check_mass_removal(plan, allow=allow_mass_removal)
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
