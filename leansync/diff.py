@@ -14,6 +14,7 @@ A run goes through it in three steps, reading the database in between
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, NamedTuple
 
 import msgspec
@@ -103,12 +104,14 @@ class Plan:
 
 def index_versions(rows: Iterable[tuple[int, str | None, bool]]) -> StoredIndex:
     """The index from (id, raw_digest, removed) of every stored version."""
-    rows = rows if isinstance(rows, list) else list(rows)
-    return StoredIndex(
-        by_digest={raw_digest: vid for vid, raw_digest, removed in rows if not removed and raw_digest is not None},
-        listed={vid for vid, _, removed in rows if not removed},
-        removed={vid for vid, _, removed in rows if removed},
-    )
+    columns = list(zip(*rows))  # C-level loops: this runs on every version, every run
+    if not columns:
+        return StoredIndex({}, set(), set())
+    ids, digests, removed = columns
+    listed = [not flag for flag in removed]
+    by_digest = dict(zip(compress(digests, listed), compress(ids, listed)))
+    by_digest.pop(None, None)  # no digest yet (migrated): compared by decoding
+    return StoredIndex(by_digest, set(compress(ids, listed)), set(compress(ids, removed)))
 
 
 def sort_items(items: list[bytes], *, index: StoredIndex, source: str) -> SortedItems:
@@ -123,18 +126,26 @@ def sort_items(items: list[bytes], *, index: StoredIndex, source: str) -> Sorted
     else:  # a first run: nothing to match, no digest to compute
         ids = [None] * len(items)
     decoded: list[Version] = []
-    for position, vid in enumerate(ids):
-        if vid is None:
-            try:
-                version = decode_version(items[position], index=position, source=source)
-            except PayloadError:
-                _refuse_repeats(ids[:position], source)  # an earlier repeated id is reported first
-                raise
-            decoded.append(version)
-            ids[position] = version.id
+    position = -1
+    while (position := _next_none(ids, position + 1)) >= 0:
+        try:
+            version = decode_version(items[position], index=position, source=source)
+        except PayloadError:
+            _refuse_repeats(ids[:position], source)  # an earlier repeated id is reported first
+            raise
+        decoded.append(version)
+        ids[position] = version.id
     if len(set(ids)) != len(ids):
         _refuse_repeats(ids, source)
     return SortedItems(ids, decoded)
+
+
+def _next_none(ids: list, start: int) -> int:
+    """The position of the next None from ``start``, or -1 (list.index: a C-level search)."""
+    try:
+        return ids.index(None, start)
+    except ValueError:
+        return -1
 
 
 def _refuse_repeats(ids: list, source: str) -> None:
