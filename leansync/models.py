@@ -67,71 +67,123 @@ metadata = MetaData(
 )
 
 
-def _api_columns() -> list[Column]:
-    """The seven API fields, in the order used by ``changed_fields``."""
-    return [
-        Column("name", Text),
-        Column("description", Text),
-        Column("ref", Text),
-        Column("lean_hash", Text),
-        Column("lean_cloud_hash", Text),
-        Column("public", Boolean),
-        Column("created", UTCDateTime),
-    ]
+# Every table, column and (in leansync.read) view carries its description as
+# a comment: migration 0004 puts them on PostgreSQL, `datasette-metadata`
+# hands them to Datasette, and tests/test_comments.py checks that they are
+# docs/schema.md's words (its rule: backticks and link targets dropped).
+API_FIELD_COMMENTS = {
+    "name": "API field name.",
+    "description": "API field description.",
+    "ref": "API field ref.",
+    "lean_hash": "API field leanHash: the LEAN commit. Several ids may share one hash.",
+    "lean_cloud_hash": "API field leanCloudHash.",
+    "public": "API field public (the API sends a boolean or 0/1).",
+    "created": "API field created, in UTC.",
+}
+STATE_FIELD_COMMENT = "The API field, in this state (see the same column of lean_version)."
+
+
+def _api_columns(*, state: bool = False) -> list[Column]:
+    """The seven API fields, in the order used by ``changed_fields``; ``state``: as a history row holds them."""
+    types = {"public": Boolean, "created": UTCDateTime}
+    return [Column(name, types.get(name, Text), comment=STATE_FIELD_COMMENT if state else comment)
+            for name, comment in API_FIELD_COMMENTS.items()]
+
+
+def _count(name: str, comment: str) -> Column:
+    return Column(name, Integer, nullable=False, server_default=text("0"), comment=comment)
 
 
 sync_run = Table(
     "sync_run",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("finished_at", UTCDateTime),
-    Column("status", Text, nullable=False),
-    Column("source", Text, nullable=False),
-    Column("versions_seen", Integer, nullable=False, server_default=text("0")),
-    Column("inserted", Integer, nullable=False, server_default=text("0")),
-    Column("updated", Integer, nullable=False, server_default=text("0")),
-    Column("unchanged", Integer, nullable=False, server_default=text("0")),
-    Column("removed", Integer, nullable=False, server_default=text("0")),
-    Column("restored", Integer, nullable=False, server_default=text("0")),
-    Column("new_hashes", Integer, nullable=False, server_default=text("0")),
-    Column("error", Text),
+    Column("id", Integer, primary_key=True, comment="Run id, increasing in commit order."),
+    Column("started_at", UTCDateTime, nullable=False,
+           comment="When the run started (after it took the lock); the timestamp of every row it wrote. Always "
+                   "later than every earlier run's: if the clock stepped back, it is the newest run's plus one "
+                   "microsecond."),
+    Column("finished_at", UTCDateTime, comment="When it committed, or failed."),
+    Column("status", Text, nullable=False,
+           comment="success or failed. A run killed before it commits leaves no row."),
+    Column("source", Text, nullable=False,
+           comment="The API URL or the file path (stdin for -). Never a credential."),
+    _count("versions_seen", "Versions in the response."),
+    _count("inserted", "Versions listed for the first time."),
+    _count("updated", "Listed versions that opened a new state: a modelled field or another key changed."),
+    _count("unchanged", "Listed versions whose whole object is unchanged, up to spelling (key order, spacing, "
+                        "created's format, 1 for true): such a re-spelling refreshes raw and raw_digest and still "
+                        "counts here."),
+    _count("removed", "Versions no longer listed."),
+    _count("restored", "Versions listed again after a removal (not counted as inserted, even if their fields "
+                       "changed)."),
+    _count("new_hashes", "Rows added to lean_hash."),
+    Column("error", Text, comment="For a failed run, the error message."),
     Index("ix_sync_run_started_at", "started_at"),
+    comment="One row per run that got past the lock.",
 )
 
 lean_version = Table(
     "lean_version",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("id", Integer, primary_key=True, autoincrement=False,
+           comment="The API's version id (a LEAN release tag number), not generated here."),
     *_api_columns(),
-    Column("first_seen_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("removed_at", UTCDateTime),
-    Column("raw", RawJSON, nullable=False),
-    Column("raw_digest", Text),  # payload.digest of the item as sent; NULL: compare by decoding
+    Column("first_seen_at", UTCDateTime, nullable=False,
+           comment="Start of the run that first listed the version."),
+    Column("updated_at", UTCDateTime, nullable=False,
+           comment="Start of the run that last opened a new state of the version (a change of any kind, a return "
+                   "after removal included): the valid_from of its newest lean_version_history row. Equals "
+                   "first_seen_at until then."),
+    Column("removed_at", UTCDateTime,
+           comment="Set by the run that found the version no longer listed; cleared when it returns."),
+    Column("raw", RawJSON, nullable=False,
+           comment="The last JSON object the API sent for the version, unknown fields included (JSON-equal to what "
+                   "was sent: PostgreSQL's jsonb keeps neither key order nor whitespace)."),
+    # payload.digest of the item as sent; NULL: compare by decoding
+    Column("raw_digest", Text,
+           comment="The hex BLAKE2b-128 digest of the object's bytes exactly as the API sent them (see Skipping what "
+                   "did not change). Null until a run has seen the version since migration 0003."),
+    comment="One row per version id ever listed.",
 )
 
 lean_hash = Table(
     "lean_hash",
     metadata,
-    Column("kind", Text, primary_key=True),
-    Column("hash", Text, primary_key=True),
-    Column("first_seen_at", UTCDateTime, nullable=False),
-    Column("first_version_id", Integer, nullable=False),
-    Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False),
+    Column("kind", Text, primary_key=True, comment="lean (from leanHash) or lean_cloud (from leanCloudHash)."),
+    Column("hash", Text, primary_key=True, comment="The hash."),
+    Column("first_seen_at", UTCDateTime, nullable=False, comment="Start of the run that first saw it."),
+    Column("first_version_id", Integer, nullable=False, comment="The lowest version id carrying it in that run."),
+    Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False,
+           comment="The sync_run that first saw it."),
+    comment="One row per distinct commit hash.",
 )
 
 lean_version_history = Table(
     "lean_version_history",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version_id", Integer, ForeignKey("lean_version.id"), nullable=False),
-    *_api_columns(),
-    Column("valid_from", UTCDateTime, nullable=False),
-    Column("valid_to", UTCDateTime),
-    Column("changed_fields", Text),
-    Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False),
-    Column("extra", ExtraJSON),  # the state's keys other than "id" and the seven; NULL when none
+    Column("id", Integer, primary_key=True, comment="Row id."),
+    Column("version_id", Integer, ForeignKey("lean_version.id"), nullable=False,
+           comment="The lean_version.id this state belongs to."),
+    *_api_columns(state=True),
+    Column("valid_from", UTCDateTime, nullable=False,
+           comment="Start of the run that observed this state first."),
+    Column("valid_to", UTCDateTime,
+           comment="Start of the run that changed or removed it; null while current."),
+    Column("changed_fields", Text,
+           comment="What differs from the version's previous state (for a return after removal: the state before "
+                   "removal), comma-separated: the modelled lean_version column names in table order, then the other "
+                   "keys added, removed or changed, by their JSON key in plain string order (code point order: Z "
+                   "before a). Example: public,deprecated. Null on a version's first row, and on a return with "
+                   "nothing changed."),
+    Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False,
+           comment="The sync_run that opened this row."),
+    # the state's keys other than "id" and the seven; NULL when none
+    Column("extra", ExtraJSON,
+           comment="The state's keys other than id and the seven API fields, as the API sent them (JSON-equal); SQL "
+                   "NULL, not the JSON null, when there are none. A key sent as null is present: {\"k\": null}. The "
+                   "seven columns plus extra are the state's whole object. Migration 0003 filled it for the rows open"
+                   " then, from lean_version.raw; rows closed before it have NULL, because those keys were never kept"
+                   " (so a version removed before 0003 that returns lists its other keys in changed_fields as added)."),
     Index("ix_lean_version_history_version_id_valid_from", "version_id", "valid_from"),
     # At most one open (current) row per version, enforced by the database.
     Index(
@@ -141,6 +193,7 @@ lean_version_history = Table(
         sqlite_where=text("valid_to IS NULL"),
         postgresql_where=text("valid_to IS NULL"),
     ),
+    comment="One row per state of a version.",
 )
 
 # Column names of the seven API fields, in table order.

@@ -27,36 +27,57 @@ from sqlalchemy import (
 )
 
 from leansync.database import make_engine, require_schema
-from leansync.models import API_FIELDS, RawJSON, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
 
 # The views, described for SQLAlchemy only. They live in their own MetaData
 # so that Alembic's autogenerate (which compares models.metadata) never
-# mistakes them for tables.
+# mistakes them for tables. Their comments are their descriptions, as the
+# tables' are (see leansync.models).
 views = MetaData()
+
+
+def _as_in_lean_version(name: str) -> Column:
+    """A column of lean_version_current: lean_version's, with its type and description."""
+    return Column(name, lean_version.c[name].type, comment=lean_version.c[name].comment)
+
 
 lean_version_current = Table(
     "lean_version_current",
     views,
-    Column("id", Integer, primary_key=True),
-    *[Column(name, lean_version.c[name].type) for name in API_FIELDS],
-    Column("first_seen_at", UTCDateTime),
-    Column("last_seen_at", UTCDateTime),
-    Column("updated_at", UTCDateTime),
-    Column("raw", RawJSON),
+    Column("id", Integer, primary_key=True, comment=lean_version.c.id.comment),
+    *[_as_in_lean_version(name) for name in (*API_FIELDS, "first_seen_at")],
+    Column("last_seen_at", UTCDateTime,
+           comment="The started_at of the newest successful run (migration 0003; before, a stored column that "
+                   "every run rewrote)."),
+    *[_as_in_lean_version(name) for name in ("updated_at", "raw")],
+    comment="The versions listed now.",
 )
 
 lean_version_event = Table(
     "lean_version_event",
     views,
-    Column("event_time", UTCDateTime),
-    Column("event", Text),
-    Column("version_id", Integer),
-    Column("changed_fields", Text),
-    Column("hash_kind", Text),
-    Column("hash", Text),
-    Column("history_id", Integer),
-    Column("previous_history_id", Integer),
-    Column("sync_run_id", Integer),
+    Column("event_time", UTCDateTime,
+           comment="When it happened: the started_at of the run that saw it (for removed, the valid_to of the "
+                   "closed row)."),
+    Column("event", Text, comment="new_version, changed, removed, restored or new_hash."),
+    Column("version_id", Integer,
+           comment="The version. For new_hash: the lowest id that carried the hash in the run that first saw it "
+                   "(lean_hash.first_version_id)."),
+    Column("changed_fields", Text,
+           comment="For changed and restored: the comma-separated fields and other keys that differ from the "
+                   "previous state (lean_version_history.changed_fields; null for a return with nothing changed). "
+                   "Null for the other events."),
+    Column("hash_kind", Text, comment="For new_hash: lean or lean_cloud; else null."),
+    Column("hash", Text, comment="For new_hash: the hash; else null."),
+    Column("history_id", Integer,
+           comment="The lean_version_history row the event opened (new_version, changed, restored) or closed "
+                   "(removed): join it for the new values. Null for new_hash."),
+    Column("previous_history_id", Integer,
+           comment="For changed and restored: the version's row before it: join it for the old values. Else null."),
+    Column("sync_run_id", Integer,
+           comment="The sync_run that made the change; for removed, the successful run that started at "
+                   "event_time."),
+    comment="One row per event of the change feed.",
 )
 
 EVENT_KINDS = ("new_version", "changed", "removed", "restored", "new_hash")

@@ -19,6 +19,8 @@ import requests
 from freezegun import freeze_time
 
 from leansync.datasette import CANNED_QUERIES
+from leansync.models import metadata
+from leansync.read import views
 from samples import response
 from test_readme_sql import DIALECTS, parse_block, sql_blocks
 
@@ -64,6 +66,9 @@ def test_the_metadata_is_keyed_by_the_files_stem(tmp_path):
     assert set(database["tables"]) == {"lean_version", "lean_version_history", "lean_hash", "sync_run",
                                        "lean_version_current", "lean_version_event"}
     assert {name: q["sql"] for name, q in database["queries"].items()} == {q.name: q.sql for q in CANNED_QUERIES}
+    for table in [*metadata.sorted_tables, *views.sorted_tables]:  # the schema's comments (tests/test_comments.py)
+        assert database["tables"][table.name] == {
+            "description": table.comment, "columns": {c.name: c.comment for c in table.columns}}
     for query in CANNED_QUERIES:
         if "when" in query.example or "since" in query.example:
             assert "YYYY-MM-DD HH:MM:SS.ffffff+00" in database["queries"][query.name]["description"]
@@ -182,3 +187,17 @@ def test_every_canned_query_answers_as_the_cli_does(datasette, history):
     same_rows(runs, cli("runs"))
     assert [r["status"] for r in runs] == ["failed", "success", "success", "success"]
     assert runs[0]["error"]
+
+
+def test_the_pages_show_the_schemas_descriptions(datasette):
+    from html import unescape
+
+    from leansync.models import lean_version_history
+    from leansync.read import lean_version_event
+
+    for table, column in ((lean_version_history, "changed_fields"), (lean_version_event, "event_time")):
+        page = requests.get(f"{datasette}/leansync/{table.name}", timeout=30)
+        page.raise_for_status()
+        shown = unescape(page.text)
+        assert table.comment in shown
+        assert f"<dd>{table.c[column].comment}</dd>" in shown, f"{table.name}.{column}"

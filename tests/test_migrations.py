@@ -499,7 +499,7 @@ def test_0003_downgrade_gives_last_seen_at_back(database_url):
 
 
 def at_0002() -> MetaData:
-    """The models as they were at 0002: lean_version.last_seen_at, no raw_digest, no extra."""
+    """The models as they were at 0002: lean_version.last_seen_at, no raw_digest, no extra, no comments."""
     old = MetaData(naming_convention=metadata.naming_convention)
     for table in metadata.tables.values():
         table.to_metadata(old)
@@ -507,6 +507,10 @@ def at_0002() -> MetaData:
     version._columns.remove(version.c.raw_digest)
     history._columns.remove(history.c.extra)
     version.append_column(Column("last_seen_at", UTCDateTime, nullable=False))
+    for table in old.tables.values():  # the descriptions came with 0004
+        table.comment = None
+        for column in table.columns:
+            column.comment = None
     return old
 
 
