@@ -5,6 +5,7 @@ carry the command line's exit codes.
 """
 
 import dataclasses
+import inspect
 import json
 import logging
 import subprocess
@@ -169,3 +170,12 @@ def test_observed_at_backfills(database_url, saved, tag_versions):
             leansync.run_sync(database_url=database_url, from_file=saved(tag_versions[:3]), observed_at=T1)
         second = leansync.run_sync(database_url=database_url, from_file=saved(tag_versions[:3]), observed_at=T2)
     assert (first.run_id, second.run_id, second.inserted) == (1, 2, 1)
+
+
+def test_the_functions_are_keyword_only_and_typed():
+    for function in (leansync.run_sync, leansync.export):
+        parameters = inspect.signature(function).parameters.values()
+        assert parameters and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
+        assert all(p.annotation is not inspect.Parameter.empty for p in parameters)
+    with pytest.raises(TypeError):
+        leansync.run_sync("sqlite:///x.db")
