@@ -39,7 +39,7 @@ class StoredVersion(NamedTuple):
 
     id: int
     fields: tuple  # the seven modelled fields in API_FIELDS order (created aware UTC)
-    extra: Any  # the newest history row's extra, decoded (None: no other keys)
+    extra: Any  # the state's other keys, decoded (None: none); see writer.read_stored
     removed: bool
 
 

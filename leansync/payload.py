@@ -78,7 +78,7 @@ def parse_json(data: bytes | str, *, source: str) -> Any:
     data = _without_bom(data)
     try:
         return _any.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):  # ValidationError: a number out of range
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # a number out of range, deep nesting
         raise _not_json(data, source) from None
 
 
@@ -97,7 +97,19 @@ def split_items(body: bytes | str, *, source: str) -> list[msgspec.Raw]:
         ) from None
     except msgspec.DecodeError:
         raise _not_json(body, source) from None
-    status = {key: parse_json(document[key], source=source) for key in ("success", "errors") if key in document}
+    except RecursionError:
+        raise PayloadError(f"the response from {source} nests its values too deeply to be read") from None
+    # The top level's other values are decoded too, though only two are read:
+    # what was checked for syntax only might hold invalid UTF-8 (see decode_version).
+    values = {}
+    for key, value in document.items():
+        if key != "versions":
+            try:
+                values[key] = _any.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                raise PayloadError(f'the response from {source} is not valid JSON: its "{key}" holds '
+                                   f"{_reason(exc)}") from None
+    status = {key: values[key] for key in ("success", "errors") if key in values}
     errors = api_errors(status)
     if errors is not None:
         shown = "; ".join(errors) if errors else "no error message"
@@ -126,7 +138,7 @@ def decode_version(item: bytes, *, index: int, source: str) -> Version:
     # The hot path of an initial load (once per version): messages are built only on error.
     try:
         value = _any.decode(item)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         # Invalid UTF-8 (surrogates included) or a number out of range: the
         # body's JSON syntax was checked by split_items, its strings were not.
         raise PayloadError(f"{source}: versions[{index}] is not valid JSON ({_reason(exc)})") from None
@@ -211,12 +223,19 @@ def _explain(item: dict, where: str) -> PayloadError | None:
 
 
 def _holds_nul(value: Any) -> bool:
-    if type(value) is str:
-        return "\x00" in value
-    if type(value) is dict:
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if type(value) is list:
-        return any(_holds_nul(v) for v in value)
+    """Whether any string (key or value) at any depth holds a NUL; a loop, as
+    msgspec decodes deeper than Python's recursion limit allows walking."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if type(value) is str:
+            if "\x00" in value:
+                return True
+        elif type(value) is dict:
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif type(value) is list:
+            pending.extend(value)
     return False
 
 
@@ -236,6 +255,8 @@ def _not_json(data, source: str) -> PayloadError:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "values nested too deeply"
     text = str(exc)
     return text[:1].lower() + text[1:]
 

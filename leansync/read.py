@@ -28,6 +28,8 @@ from sqlalchemy import (
 
 from leansync.database import make_engine, require_schema
 from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.payload import FIELD_KEYS
+from leansync.timespec import format_utc
 
 # The views, described for SQLAlchemy only. They live in their own MetaData
 # so that Alembic's autogenerate (which compares models.metadata) never
@@ -311,3 +313,26 @@ def health(conn: Connection) -> Health:
         last_error=failures[0].error if failures else None,
         listed=listed,
     )
+
+
+# --- export: the API's answer at a moment ------------------------------------
+
+def api_versions_as_of(conn: Connection, when: datetime) -> list[dict]:
+    """The version objects the API listed at ``when``, ascending id, under the API's keys.
+
+    Each is the state's seven fields (``created`` as ISO 8601 UTC with Z,
+    None for a value sent as null or left out) and the keys it had beyond them.
+    """
+    stmt = select(H.version_id, *[H[f] for f in API_FIELDS], H.extra).where(
+        H.valid_from <= when, or_(H.valid_to.is_(None), H.valid_to > when)
+    ).order_by(H.version_id)
+    out = []
+    for row in conn.execute(stmt):
+        m = row._mapping
+        item = {"id": m["version_id"]}
+        for column, key in FIELD_KEYS:
+            value = m[column]
+            item[key] = format_utc(value) if column == "created" and value is not None else value
+        item.update(m["extra"] or {})  # never id or the seven: extra holds only the other keys
+        out.append(item)
+    return out

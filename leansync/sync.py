@@ -15,16 +15,17 @@ whole, so there is no sync_run table of this code's shape to write to).
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, Engine, func, select
 
 from leansync.database import database_errors, ensure_schema, require_schema
 from leansync.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
-from leansync.errors import DatabaseError, GuardError, LeansyncError
+from leansync.errors import ConfigError, DatabaseError, GuardError, LeansyncError
 from leansync.lock import run_lock
 from leansync.models import sync_run, utcnow
 from leansync.payload import split_items
+from leansync.timespec import format_utc
 from leansync.writer import apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,15 @@ class SyncResult:
     dry_run: bool = False
 
 
-def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_removal: bool = False) -> SyncResult:
+def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_removal: bool = False,
+         observed_at: datetime | None = None) -> SyncResult:
+    """One run; ``observed_at`` (a backfill) is its started_at instead of now."""
     url = str(engine.url)
+    check_not_future(observed_at)  # before anything is created
     with run_lock(engine, timeout=lock_timeout):
         ensure_schema(engine)  # a failure here leaves no run row (module docstring)
         with database_errors(url), engine.connect() as conn:
-            started_at = run_clock(conn)
+            started_at = run_clock(conn) if observed_at is None else backfill_clock(conn, observed_at)
         try:
             body = source.fetch()
             with database_errors(url), engine.begin() as conn:
@@ -101,21 +105,51 @@ def run_clock(conn: Connection) -> datetime:
     return now
 
 
+def backfill_clock(conn: Connection, observed_at: datetime) -> datetime:
+    """A backfill's timestamp: ``observed_at``, which must come after every recorded run.
+
+    History only grows forward: a time not later than the newest run (failed
+    runs included) is refused with a ConfigError, before anything is written.
+    """
+    check_not_future(observed_at)
+    newest = conn.execute(
+        select(sync_run.c.id, sync_run.c.started_at).order_by(sync_run.c.started_at.desc(), sync_run.c.id.desc())
+        .limit(1)
+    ).first()
+    if newest is not None and observed_at <= newest.started_at:
+        raise ConfigError(
+            f"--observed-at {format_utc(observed_at)} is not later than the newest recorded run "
+            f"(run {newest.id} at {format_utc(newest.started_at)}); a history only grows forward, "
+            "nothing was written"
+        )
+    return observed_at.astimezone(timezone.utc)
+
+
+def check_not_future(observed_at: datetime | None) -> None:
+    if observed_at is not None and observed_at > utcnow():
+        raise ConfigError(f"--observed-at {format_utc(observed_at)} is in the future; nothing was written")
+
+
 def _not_before(started_at: datetime) -> datetime:
     """finished_at: now, but not before the run started (see run_clock)."""
     return max(utcnow(), started_at)
 
 
-def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool = False) -> SyncResult:
+def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool = False,
+            observed_at: datetime | None = None) -> SyncResult:
     """Compute the plan and write nothing: no lock file, no migration, no run row.
 
     ``engine`` is None when the database does not exist yet (all would be new).
     A plan the real run would refuse raises the guard's GuardError, as the
-    real run does, but nothing is written.
+    real run does, but nothing is written; so is an ``observed_at`` the real
+    run would refuse.
     """
+    check_not_future(observed_at)
     body = source.fetch()
     if engine is not None and require_schema(engine, allow_empty=True):
         with database_errors(str(engine.url)), engine.connect() as conn:
+            if observed_at is not None:
+                backfill_clock(conn, observed_at)
             plan = plan_against(conn, body, source=source.label)
     else:
         plan = plan_against(None, body, source=source.label)

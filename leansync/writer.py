@@ -104,17 +104,21 @@ def read_index(conn: Connection) -> StoredIndex:
 
 def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, StoredVersion]:
     """The stored state of the given ids (those that are stored): the seven fields,
-    the removed flag and the newest history row's extra. One query."""
+    the removed flag and the state's extra. One query.
+
+    extra comes from lean_version.raw, the last object sent, as the history's
+    does when a state opens: a refresh of raw never changes it (it happens only
+    when the object is JSON-equal), and raw also holds it for a version removed
+    before migration 0003, whose closed history rows have none.
+    """
     ids = list(ids)
     if not ids:
         return {}
     codec = Codec(conn.dialect.name)
     fields = ", ".join(f"v.{name}" for name in API_FIELDS)
-    newest = (f"(SELECT n.id FROM {lean_version_history.name} n WHERE n.version_id = v.id "
-              "ORDER BY n.valid_from DESC, n.id DESC LIMIT 1)")
     rows = conn.exec_driver_sql(
-        f"SELECT v.id, {fields}, v.removed_at IS NOT NULL, h.extra FROM {lean_version.name} v "
-        f"LEFT JOIN {lean_version_history.name} h ON h.id = {newest} WHERE v.id {codec.in_list()}",
+        f"SELECT v.id, {fields}, v.removed_at IS NOT NULL, {_extra_of_raw(codec)} FROM {lean_version.name} v "
+        f"WHERE v.id {codec.in_list()}",
         (codec.value_list(ids),),
     ).all()
     return {row[0]: StoredVersion(row[0], codec.read_fields(row[1:8]), codec.read_json(row[9]), bool(row[8]))

@@ -371,7 +371,7 @@ def api_object(vid: int, **changes) -> dict:
 def history_at_0002(url) -> dict[int, dict]:
     """The rows a 0002-era leansync wrote for this history, written through SQL.
 
-    run 1 (T0): 1, 2, 3, 4 new; 1 carries "deprecated": false, 3 a nested "notes"
+    run 1 (T0): 1, 2, 3, 4 new; 1 carries "deprecated": false, 3 a nested "notes", 4 "channel": "beta"
     run 2 (T1): 2's leanHash changes; 3 is no longer listed
     run 3 (T2): fails
     run 4 (T3): 3 is back unchanged; 4 is no longer listed; 1 sends "deprecated": true
@@ -380,7 +380,7 @@ def history_at_0002(url) -> dict[int, dict]:
     """
     migrate(url, database.upgrade, "0002")
     notes = {"notes": {"tags": ["b", "a"], "weight": 1.5, "reviewer": None}}
-    first = {1: api_object(1, deprecated=False), 2: api_object(2), 3: api_object(3, **notes), 4: api_object(4)}
+    first = {1: api_object(1, deprecated=False), 2: api_object(2), 3: api_object(3, **notes), 4: api_object(4, channel="beta")}
     last = {**first, 1: api_object(1, deprecated=True), 2: api_object(2, leanHash="retagged")}
     engine = engine_for(url)
     sqlite = engine.dialect.name == "sqlite"
@@ -485,6 +485,15 @@ def test_0003_keeps_a_history_fills_extra_and_last_seen(database_url, run, write
                                          "updated": 0, "unchanged": 3, "removed": 0, "restored": 0, "new_hashes": 0}
     assert query(database_url, "SELECT count(*) FROM lean_version_history") == [(6,)]
     assert query(database_url, "SELECT id FROM lean_version WHERE raw_digest IS NULL") == [(4,)]  # not listed
+
+    # 4, removed before 0003 (its closed rows have no extra), comes back as it was: nothing changed,
+    # its other keys included (they are compared with the stored raw, which kept them).
+    with freeze_time(T[4] + timedelta(days=1)):
+        result = run("sync", "--json", "--from-file", write_response(list(last.values())))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["restored"] == 1
+    assert query(database_url, "SELECT changed_fields FROM lean_version_history WHERE version_id = 4 "
+                               "AND valid_to IS NULL") == [(None,)]
 
 
 def test_0003_downgrade_gives_last_seen_at_back(database_url):

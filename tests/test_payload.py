@@ -304,3 +304,23 @@ def test_raw_is_json_equal_to_what_was_sent_and_keeps_types():
 def test_duplicate_ids_are_refused_naming_both_items():
     with pytest.raises(PayloadError, match=r"^s: versions\[2\] \(id 1\) repeats the id of versions\[0\]$"):
         decode_all(b'{"versions": [{"id": 1}, {"id": 2}, {"id": 1, "name": "other"}]}', source="s")
+
+
+def test_invalid_utf8_outside_the_versions_is_refused_too():
+    body = b'{"versions": [], "other": {"k": "a\xff"}, "success": true}'
+    with pytest.raises(PayloadError, match=r'^the response from s is not valid JSON: its "other" holds invalid UTF-8'):
+        split_items(body, source="s")
+
+
+def test_nesting_deeper_than_msgspec_reads_is_one_sentence_not_a_recursion_error():
+    deep = b'{"versions": [{"id": 1, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}]}"
+    with pytest.raises(PayloadError, match="^the response from s nests its values too deeply to be read$"):
+        decode_all(deep, source="s")
+
+
+def test_a_nul_deep_inside_is_found_without_recursion():
+    item = b'{"id": 1, "x": ' + b"[" * 900 + b'"\\u0000"' + b"]" * 900 + b"}"
+    with pytest.raises(PayloadError, match="NUL character"):
+        decode_version(item, index=0, source="s")
+    [v] = decode_all(b'{"versions": [' + item.replace(b"\\u0000", b"a") + b"]}", source="s")
+    assert v.extra is not None

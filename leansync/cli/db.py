@@ -65,3 +65,38 @@ def current_command(app: AppContext):
     else:
         state = f"unknown to this leansync, whose newest is {SCHEMA_HEAD}: upgrade leansync"
     click.echo(f"revision: {revision or 'none'} ({state})")
+
+
+@db_group.command("copy")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="SQLAlchemy URL of the database to copy into; it must hold no sync run yet.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=600, show_default=True,
+              help="Seconds to wait for a run holding the target's lock before giving up (exit 75).")
+@verbosity_options
+@click.pass_obj
+def copy_command(app: AppContext, target_url: str, lock_timeout: float):
+    """Copy the whole history, ids and all, into another database.
+
+    Reads the current database (--database-url / LEANSYNC_DATABASE_URL) and
+    writes every table into the database at URL, brought to the newest schema
+    first, in one transaction under its run lock. The source is not changed.
+
+    \b
+    Example:
+      leansync db copy --to postgresql://leansync@db.example.com/leansync
+    """
+    from leansync.database import make_engine, safe_url
+    from leansync.dbcopy import copy_database
+    from leansync.read import open_database
+
+    source_url = app.resolved_database_url()
+    source = open_database(source_url)
+    target = make_engine(target_url, create=True)
+    try:
+        counts = copy_database(source, target, lock_timeout=lock_timeout)
+    finally:
+        source.dispose()
+        target.dispose()
+    if not app.quiet:
+        rows = ", ".join(f"{n} {table}" for table, n in counts.items())
+        click.echo(f"copied {safe_url(source_url)} to {safe_url(target_url)}: {rows}")

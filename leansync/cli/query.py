@@ -1,4 +1,4 @@
-"""The read-only commands: versions, show, hashes, changes, runs, check.
+"""The read-only commands: versions, export, show, hashes, changes, runs, check.
 
 They never create or migrate a database. The queries live in leansync.read
 (imported inside the commands: SQLAlchemy must not load for `--help`); how
@@ -114,6 +114,31 @@ def versions_command(app: AppContext, show_all, removed, public, as_of, limit, f
     # The table leaves out raw and the bookkeeping times: JSON and CSV have them.
     table = ["id", "name", "ref", "public", "created", "lean_hash", "lean_cloud_hash", *extra, "description"]
     emit(rows, columns, fmt, table_columns=table, cells={"description": shortened("description")})
+
+
+# --- export ------------------------------------------------------------------
+
+@click.command("export")
+@click.option("--as-of", "as_of", type=When(), metavar="WHEN",
+              help="The answer as it stood at WHEN (ISO date or date-time, or 90m/12h/7d ago); default: now.")
+@verbosity_options
+@click.pass_obj
+def export_command(app: AppContext, as_of):
+    """Print the API's answer at a moment, in its own shape.
+
+    One JSON object on stdout, {"versions": [...], "success": true,
+    "errors": []}, the versions in ascending id, each with the keys the API
+    sent: what `sync --from-file` reads back.
+
+    \b
+    Example:
+      leansync export --as-of 2026-03-01 > lean-versions-2026-03-01.json
+    """
+    import json
+
+    from leansync.library import export
+
+    click.echo(json.dumps(export(database_url=app.resolved_database_url(), as_of=as_of)))
 
 
 # --- show --------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """`leansync sync`: fetch the list, record what changed."""
 
 import json
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from leansync.cli import AppContext, verbosity_options
 from leansync.cli.integrations import metrics_file_option, write_metrics_file
+from leansync.cli.query import When
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
+
+if TYPE_CHECKING:  # at run time the library loads inside the command (SQLAlchemy)
+    from leansync.library import SyncResult
 
 SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
 
@@ -16,6 +19,9 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
 @click.command("sync")
 @click.option("--from-file", "from_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="PATH",
               help="Ingest a saved API response instead of calling the API ('-' for stdin).")
+@click.option("--observed-at", "observed_at", type=When(), metavar="WHEN",
+              help="With --from-file: record the saved response as seen at WHEN, which must be later than "
+                   "every recorded run and not in the future (a backfill).")
 @click.option("--dry-run", is_flag=True, help="Compute and print what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--api-url", envvar=ENV_API_URL, default=DEFAULT_API_URL, show_default=True,
@@ -33,8 +39,7 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
 @metrics_file_option
 @verbosity_options
 @click.pass_obj
-def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id, timeout, retries,
-                 lock_timeout, allow_mass_removal, metrics_file):
+def sync_command(app: AppContext, as_json: bool, **options):
     """Fetch the version list and record what changed.
 
     Exit codes: 0 success, 1 the run failed, 2 usage or configuration error,
@@ -44,22 +49,19 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
     Example:
       leansync sync -q                          # from cron
       leansync sync --from-file response.json --dry-run
+      leansync sync --from-file saved/2026-03-01.json --observed-at 2026-03-01T06:00
       leansync sync -q --metrics-file /var/lib/node_exporter/textfile/leansync.prom
     """
-    if dry_run and metrics_file is not None:
+    metrics_file = options.pop("metrics_file")  # the CLI's own, like --json
+    if options["dry_run"] and metrics_file is not None:
         raise click.UsageError("--metrics-file cannot be combined with --dry-run, which writes nothing")
+    # Every other option is a keyword of leansync.run_sync: a new one needs no plumbing here.
+    if options["observed_at"] is not None and options["from_file"] is None:
+        raise click.UsageError("--observed-at records a saved response: it needs --from-file")
     try:  # every failure, configuration included, still gives --json its one object
-        from leansync.database import database_exists, make_engine
-        from leansync.sync import dry_run as plan_only, sync
+        from leansync.library import run_sync
 
-        source = _file_source(from_file) if from_file else _api_source(app, api_url, user_id, timeout, retries)
-        url = app.resolved_database_url()
-        if dry_run:
-            engine = make_engine(url) if database_exists(url) else None
-            result = plan_only(engine, source, allow_mass_removal=allow_mass_removal)
-        else:
-            result = sync(make_engine(url, create=True), source,
-                          lock_timeout=lock_timeout, allow_mass_removal=allow_mass_removal)
+        result = run_sync(database_url=app.resolved_database_url(), on_warning=_warner(app), **options)
     except Exception as exc:
         _print_failure(exc, as_json=as_json)
         if metrics_file is not None:  # whenever the database can be read; the run's error is the news
@@ -70,79 +72,50 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
     _print_result(result, as_json=as_json, quiet=app.quiet)
 
 
-def _file_source(path: str):
-    """A saved response: its bytes are parsed by the run (see sync.plan_against)."""
-    from leansync.sync import Source
+def _warner(app: AppContext):
+    def warn(message: str) -> None:
+        if not app.quiet:
+            click.echo(f"leansync: warning: {message}", err=True)
 
-    if path == "-":
-        return Source(label="stdin", fetch=sys.stdin.buffer.read)
-    resolved = Path(path).resolve()
-
-    def fetch():
-        from leansync.errors import PayloadError
-
-        try:
-            return resolved.read_bytes()
-        except OSError as exc:
-            raise PayloadError(f"cannot read {resolved}: {exc.strerror}") from None
-
-    return Source(label=str(resolved), fetch=fetch)
-
-
-def _api_source(app: AppContext, api_url: str, user_id: str | None, timeout: float, retries: int):
-    from leansync.api import endpoint_url, fetch_versions
-    from leansync.config import load_credentials
-    from leansync.sync import Source
-
-    credentials = load_credentials(user_id=user_id)  # before anything is sent or written
-    if not app.quiet:
-        for warning in credentials.warnings:
-            click.echo(f"leansync: warning: {warning}", err=True)
-    return Source(
-        label=endpoint_url(api_url),
-        fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, timeout=timeout, retries=retries),
-    )
+    return warn
 
 
 def _print_failure(exc: Exception, *, as_json: bool) -> None:
     """stdout's part of a failure: the JSON object, and a refused dry run's plan."""
     from leansync.cli import error_message
 
-    refused = getattr(exc, "dry_run_plan", None)  # a dry run the guard would refuse
+    refused = getattr(exc, "dry_run_result", None)  # a dry run the guard would refuse
     if as_json:
         document = {"status": "failed", "run_id": getattr(exc, "run_id", None), "error": error_message(exc)}
         if refused is not None:
-            document.update(dry_run=True, **refused.counts(), changes=refused.changes())
+            document.update(dry_run=True, **refused.counts(), changes=list(refused.changes))
         click.echo(json.dumps(document))
     elif refused is not None:  # always news (it removes versions), so -q prints it too
         _print_plan(refused, head="dry run, nothing written; the mass-removal guard would refuse this run",
                     every=True)
 
 
-def _print_result(result, *, as_json: bool, quiet: bool) -> None:
-    plan = result.plan
+def _print_result(result: "SyncResult", *, as_json: bool, quiet: bool) -> None:
     if as_json:
-        if result.dry_run:
-            # The same keys as a real run (run_id null: nothing was recorded) plus the plan.
-            document = {"status": "dry_run", "run_id": None, **plan.counts(), "changes": plan.changes()}
-        else:
-            document = {"status": "success", "run_id": result.run_id, **plan.counts()}
+        document = {"status": result.status, "run_id": result.run_id, **result.counts()}
+        if result.dry_run:  # the same keys as a real run (run_id null: nothing was recorded) plus the plan
+            document["changes"] = list(result.changes)
         click.echo(json.dumps(document))
         return
-    if quiet and not plan.has_changes:
+    if quiet and not result.changes:  # the changes are what changes history (not last_seen_at or raw)
         return
     head = "dry run, nothing written" if result.dry_run else f"run {result.run_id}"
-    _print_plan(plan, head=head, every=result.dry_run)
+    _print_plan(result, head=head, every=result.dry_run)
 
 
-def _print_plan(plan, *, head: str, every: bool) -> None:
-    counts = plan.counts()
+def _print_plan(result: "SyncResult", *, head: str, every: bool) -> None:
+    counts = result.counts()
     click.echo(
         f"{head}: {counts['versions_seen']} versions listed; {counts['inserted']} new, "
         f"{counts['updated']} changed, {counts['removed']} removed, {counts['restored']} restored, "
         f"{counts['unchanged']} unchanged; {counts['new_hashes']} new hashes"
     )
-    changes = plan.changes()
+    changes = result.changes
     shown = changes if every else changes[:SHOWN_CHANGES]
     for change in shown:
         click.echo("  " + _describe(change))

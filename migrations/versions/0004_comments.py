@@ -83,8 +83,9 @@ TABLES = {
                 "The state's keys other than id and the seven API fields, as the API sent them (JSON-equal); SQL NULL,"
                 ' not the JSON null, when there are none. A key sent as null is present: {"k": null}. The seven '
                 "columns plus extra are the state's whole object. Migration 0003 filled it for the rows open then, "
-                'from lean_version.raw; rows closed before it have NULL, because those keys were never kept (so a '
-                'version removed before 0003 that returns lists its other keys in changed_fields as added).'
+                'from lean_version.raw; rows closed before it have NULL, because those keys were never kept. A version'
+                ' removed before 0003 that returns is still compared in full: the run compares with the other keys of '
+                'lean_version.raw, which kept them.'
             ),
         },
     ),

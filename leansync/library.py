@@ -1,0 +1,196 @@
+"""The Python API: `leansync.run_sync` and `leansync.export`, for orchestrators.
+
+The command line is built on these functions. They never print, exit or
+configure logging: a run's outcome is the returned result, and every
+expected failure is a leansync.errors.LeansyncError subclass whose
+``exit_code`` is what the command line would exit with (ConfigError 2,
+LockTimeout 75, the others 1). A failed run that was recorded carries its
+sync_run id as ``run_id`` on the exception.
+"""
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from leansync.config import DEFAULT_API_URL, ENV_API_URL, ENV_DATABASE_URL
+from leansync.errors import ConfigError, GuardError, PayloadError
+
+log = logging.getLogger("leansync")
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 4
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one run did (or, for a dry run, would do).
+
+    The counts are named as in `leansync sync --json`; ``changes`` lists
+    every change as `sync --dry-run --json` prints it (inserts, updates,
+    restores, removals, new hashes). ``run_id`` is None for a dry run.
+    """
+
+    run_id: int | None
+    dry_run: bool
+    versions_seen: int
+    inserted: int
+    updated: int
+    unchanged: int
+    removed: int
+    restored: int
+    new_hashes: int
+    changes: tuple[dict[str, Any], ...]
+
+    @property
+    def status(self) -> str:
+        return "dry_run" if self.dry_run else "success"
+
+    def counts(self) -> dict[str, int]:
+        """The seven counts, in `sync --json` order."""
+        return {name: getattr(self, name) for name in COUNT_NAMES}
+
+
+COUNT_NAMES = ("versions_seen", "inserted", "updated", "unchanged", "removed", "restored", "new_hashes")
+
+
+def resolve_database_url(database_url: str | None) -> str:
+    """As the command line: the argument, else $LEANSYNC_DATABASE_URL, else the default SQLite file."""
+    if database_url:
+        return database_url
+    if os.environ.get(ENV_DATABASE_URL):
+        return os.environ[ENV_DATABASE_URL]
+    from leansync.config import default_database_url
+
+    return default_database_url()
+
+
+def run_sync(
+    *,
+    database_url: str | None = None,
+    from_file: str | os.PathLike | None = None,
+    observed_at: datetime | None = None,
+    api_url: str | None = None,
+    user_id: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    allow_mass_removal: bool = False,
+    dry_run: bool = False,
+    on_warning: Callable[[str], None] | None = None,
+) -> SyncResult:
+    """Fetch the version list (or read a saved response) and record what changed.
+
+    ``from_file`` is a saved `lean/versions/read` response ("-": stdin);
+    ``observed_at`` (an aware datetime, only with ``from_file``) records it as
+    seen then: it must be later than every recorded run and not in the
+    future. ``api_url`` defaults to $QUANTCONNECT_API_URL or QuantConnect's
+    API; the credentials come from the environment or ~/.lean/credentials
+    (``user_id`` overrides the user id). ``on_warning`` receives warnings
+    such as a credentials file readable by others (default: logged on the
+    "leansync" logger).
+
+    Raises ConfigError (exit code 2), LockTimeout (75), or FetchError,
+    AuthError, PayloadError, GuardError, DatabaseError (1). A dry run the
+    mass-removal guard refuses raises GuardError with ``dry_run_result``.
+    """
+    from leansync.database import database_exists, make_engine
+    from leansync.sync import dry_run as plan_only, sync
+
+    if observed_at is not None:
+        if from_file is None:
+            raise ConfigError("observed_at (--observed-at) needs a saved response (--from-file)")
+        if observed_at.tzinfo is None or observed_at.utcoffset() is None:
+            raise ConfigError("observed_at must be a timezone-aware datetime")
+    if from_file is not None:
+        source = file_source(from_file)
+    else:
+        source = _api_source(api_url=api_url, user_id=user_id, timeout=timeout, retries=retries,
+                             on_warning=on_warning or log.warning)
+    url = resolve_database_url(database_url)
+    if dry_run:
+        engine = make_engine(url) if database_exists(url) else None
+        try:
+            outcome = plan_only(engine, source, allow_mass_removal=allow_mass_removal, observed_at=observed_at)
+        except GuardError as exc:
+            exc.dry_run_result = _result(exc.dry_run_plan, run_id=None, dry_run=True)
+            raise
+        finally:
+            if engine is not None:
+                engine.dispose()
+        return _result(outcome.plan, run_id=None, dry_run=True)
+    engine = make_engine(url, create=True)
+    try:
+        outcome = sync(engine, source, lock_timeout=lock_timeout, allow_mass_removal=allow_mass_removal,
+                       observed_at=observed_at)
+    finally:
+        engine.dispose()
+    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False)
+
+
+def _result(plan, *, run_id: int | None, dry_run: bool) -> SyncResult:
+    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=tuple(plan.changes()))
+
+
+def file_source(path: str | os.PathLike):
+    """A saved response: its bytes are parsed by the run (see sync.plan_against)."""
+    from leansync.sync import Source
+
+    if str(path) == "-":
+        return Source(label="stdin", fetch=sys.stdin.buffer.read)
+    resolved = Path(path).resolve()
+
+    def fetch() -> bytes:
+        try:
+            return resolved.read_bytes()
+        except OSError as exc:
+            raise PayloadError(f"cannot read {resolved}: {exc.strerror}") from None
+
+    return Source(label=str(resolved), fetch=fetch)
+
+
+def _api_source(*, api_url: str | None, user_id: str | None, timeout: float, retries: int,
+                on_warning: Callable[[str], None]):
+    from leansync.api import endpoint_url, fetch_versions
+    from leansync.config import load_credentials
+    from leansync.sync import Source
+
+    api_url = api_url or os.environ.get(ENV_API_URL) or DEFAULT_API_URL
+    credentials = load_credentials(user_id=user_id)  # before anything is sent or written
+    for warning in credentials.warnings:
+        on_warning(warning)
+    return Source(
+        label=endpoint_url(api_url),
+        fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, timeout=timeout, retries=retries),
+    )
+
+
+def export(*, database_url: str | None = None, as_of: datetime | None = None) -> dict[str, Any]:
+    """The API's answer as it stood at ``as_of`` (an aware datetime; default now), from the history.
+
+    In the API's own shape, ``{"versions": [...], "success": True, "errors": []}``,
+    ascending id; each object has ``id``, the seven fields under the API's keys
+    (``created`` as ISO 8601 UTC text with Z) and the state's other keys. A
+    moment before the first run gives no versions. Read-only: raises
+    ConfigError for a database that does not exist or is not at the current
+    schema, DatabaseError when it cannot be read.
+    """
+    from leansync.database import database_errors
+    from leansync.models import utcnow
+    from leansync.read import api_versions_as_of, open_database
+
+    if as_of is not None and (as_of.tzinfo is None or as_of.utcoffset() is None):
+        raise ConfigError("as_of must be a timezone-aware datetime")
+    url = resolve_database_url(database_url)
+    engine = open_database(url)
+    try:
+        with database_errors(url), engine.connect() as conn:
+            versions = api_versions_as_of(conn, as_of or utcnow())
+    finally:
+        engine.dispose()
+    return {"versions": versions, "success": True, "errors": []}
