@@ -26,9 +26,11 @@ Scenarios, each on a database whose schema is already created:
   churn        1% of versions changed, 1% new, 1% gone
   floor        sqlite3 (or psycopg) executemany INSERT of the same N rows
                into a table with lean_version's 13 columns, one transaction
-  sqlite-utils (SQLite only) `upsert_all(rows, pk="id")` of the floor's rows
-               into a fresh file; whole-process: the `sqlite-utils upsert`
-               command on the same rows as a JSON array
+  su-objects   (SQLite only) sqlite-utils `upsert_all(versions, pk="id")` of
+               the API's objects as sent into a fresh file; whole-process:
+               `sqlite-utils upsert FILE lean_version versions.json --pk id`
+  su-columns   (SQLite only, in-process) the same with the floor's 13-column
+               rows (raw JSON text included)
 
 Reported: medians of --repeat runs; peak RSS is the largest of the runs.
 Ratios ("x floor") are to the in-process floor of the same invocation.
@@ -136,8 +138,7 @@ def child_generate(n: int, folder: str, out) -> None:
     base = Path(folder)
     (base / "initial.json").write_bytes(body(versions))
     (base / "churn.json").write_bytes(body(churn(versions)))
-    rows = [dict(zip(FLOOR_COLUMNS, row)) for row in floor_rows(versions)]
-    (base / "rows.json").write_text(json.dumps(rows))
+    (base / "versions.json").write_text(json.dumps(versions))  # the API's objects, for `sqlite-utils upsert`
     out.send(None)
 
 
@@ -206,10 +207,14 @@ def child_floor(url: str, payload_path: str, out) -> None:
     out.send((elapsed, _peak_rss_mb(), 1))
 
 
-def child_sqlite_utils(path: str, payload_path: str, out) -> None:
+def child_sqlite_utils(path: str, payload_path: str, shape: str, out) -> None:
     import sqlite_utils
 
-    rows = [dict(zip(FLOOR_COLUMNS, row)) for row in floor_rows(json.loads(Path(payload_path).read_bytes())["versions"])]
+    versions = json.loads(Path(payload_path).read_bytes())["versions"]
+    # "objects": the API's objects as they come (what a sqlite-utils user would load);
+    # "columns": the floor's 13-column rows, raw JSON included.
+    rows = versions if shape == "objects" else [dict(zip(FLOOR_COLUMNS, row)) for row in floor_rows(versions)]
+    del versions
     db = sqlite_utils.Database(path)
     t0 = time.perf_counter()
     db["lean_version"].upsert_all(rows, pk="id")
@@ -364,14 +369,15 @@ def run(n: int, backend: Backend, *, repeat: int, modes: set[str], comparisons: 
             in_child(child_floor, backend.floor_url(url), payload["initial"]))
         if comparisons and backend.name == "sqlite":
             target = folder / "sqlite-utils.db"
-            target.unlink(missing_ok=True)
-            results.setdefault("in-process sqlite-utils", []).append(
-                in_child(child_sqlite_utils, str(target), payload["initial"]))
+            for shape in ("objects", "columns"):
+                target.unlink(missing_ok=True)
+                results.setdefault(f"in-process su-{shape}", []).append(
+                    in_child(child_sqlite_utils, str(target), payload["initial"], shape))
             if "whole" in modes:
                 target.unlink(missing_ok=True)
                 argv = [installed("sqlite-utils", INSTALL_HINT), "upsert", str(target), "lean_version",
-                        str(folder / "rows.json"), "--pk", "id"]
-                results.setdefault("whole sqlite-utils", []).append(whole_process(argv))
+                        str(folder / "versions.json"), "--pk", "id"]
+                results.setdefault("whole su-objects", []).append(whole_process(argv))
     if profile_dir is not None:  # a separate, untimed pass: cProfile slows what it watches
         profile_dir.mkdir(parents=True, exist_ok=True)
         url = backend.fresh("profile")
