@@ -32,8 +32,10 @@ Scenarios, each on a database whose schema is already created:
   su-columns   (SQLite only, in-process) the same with the floor's 13-column
                rows (raw JSON text included)
 
-Reported: medians of --repeat runs; peak RSS is the largest of the runs.
-Ratios ("x floor") are to the in-process floor of the same invocation.
+Reported: medians of --repeat runs of wall seconds and of CPU seconds (user
++ system of the measured process; on PostgreSQL the server's work is not in
+it); peak RSS is the largest of the runs. Ratios ("x floor") are to the
+in-process floor of the same invocation, wall to wall and CPU to CPU.
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
 
 
+class timed:
+    """Wall and CPU seconds of a block: on a shared machine the CPU time moves less with the load."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
 def child_generate(n: int, folder: str, out) -> None:
     """Write the response files (and sqlite-utils' rows) so that no measured process builds them."""
     versions = make_versions(n)
@@ -160,16 +173,15 @@ def child_sync(url: str, payload_path: str, profile_path: str | None, out) -> No
     source = Source(label="benchmark", fetch=Path(payload_path).read_bytes)
     profiler = cProfile.Profile() if profile_path else None
     before = statements
-    t0 = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    sync(engine, source, lock_timeout=60, allow_mass_removal=True)
-    if profiler:
-        profiler.disable()
-    elapsed = time.perf_counter() - t0
+    with timed() as took:
+        if profiler:
+            profiler.enable()
+        sync(engine, source, lock_timeout=60, allow_mass_removal=True)
+        if profiler:
+            profiler.disable()
     if profiler:
         profiler.dump_stats(profile_path)
-    out.send((elapsed, _peak_rss_mb(), statements - before))
+    out.send((took.wall, _peak_rss_mb(), statements - before, took.cpu))
 
 
 def child_floor(url: str, payload_path: str, out) -> None:
@@ -183,10 +195,8 @@ def child_floor(url: str, payload_path: str, out) -> None:
         conn = sqlite3.connect(url.split("///", 1)[1])
         conn.execute(f"CREATE TABLE floor ({columns.format(ts='DATETIME', json='JSON')})")
         conn.commit()
-        t0 = time.perf_counter()
-        with conn:
+        with timed() as took, conn:
             conn.executemany("INSERT INTO floor VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        elapsed = time.perf_counter() - t0
         conn.close()
     else:
         import psycopg
@@ -197,14 +207,12 @@ def child_floor(url: str, payload_path: str, out) -> None:
         with conn.transaction():
             conn.execute("DROP TABLE IF EXISTS floor")
             conn.execute(f"CREATE TABLE floor ({columns.format(ts='timestamptz', json='jsonb')})")
-        t0 = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur:
+        with timed() as took, conn.transaction(), conn.cursor() as cur:
             cur.executemany("INSERT INTO floor VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
-        elapsed = time.perf_counter() - t0
         with conn.transaction():
             conn.execute("DROP TABLE floor")
         conn.close()
-    out.send((elapsed, _peak_rss_mb(), 1))
+    out.send((took.wall, _peak_rss_mb(), 1, took.cpu))
 
 
 def child_sqlite_utils(path: str, payload_path: str, shape: str, out) -> None:
@@ -216,11 +224,10 @@ def child_sqlite_utils(path: str, payload_path: str, shape: str, out) -> None:
     rows = versions if shape == "objects" else [dict(zip(FLOOR_COLUMNS, row)) for row in floor_rows(versions)]
     del versions
     db = sqlite_utils.Database(path)
-    t0 = time.perf_counter()
-    db["lean_version"].upsert_all(rows, pk="id")
-    elapsed = time.perf_counter() - t0
+    with timed() as took:
+        db["lean_version"].upsert_all(rows, pk="id")
     db.close()
-    out.send((elapsed, _peak_rss_mb(), None))
+    out.send((took.wall, _peak_rss_mb(), None, took.cpu))
 
 
 def in_child(target, *args):
@@ -240,8 +247,8 @@ def in_child(target, *args):
     return result
 
 
-def whole_process(argv: list[str]) -> tuple[float, float, float]:
-    """Run one command; its wall time, peak RSS MB and file-system writes MB (its own rusage)."""
+def whole_process(argv: list[str]) -> tuple[float, float, float, float]:
+    """Run one command: wall seconds, peak RSS MB, file-system writes MB and CPU seconds (its own rusage)."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
@@ -251,7 +258,7 @@ def whole_process(argv: list[str]) -> tuple[float, float, float]:
         if proc.returncode != 0:
             err.seek(0)
             raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{err.read().decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024, usage.ru_oublock * 512 / 1e6
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_oublock * 512 / 1e6, usage.ru_utime + usage.ru_stime
 
 
 def installed(command: str, hint: str) -> str:
@@ -393,6 +400,7 @@ def run(n: int, backend: Backend, *, repeat: int, modes: set[str], comparisons: 
 
 def report(n: int, results: dict[str, list[tuple]], backend: str, repeat: int) -> str:
     floor = statistics.median(r[0] for r in results["in-process floor"])
+    floor_cpu = statistics.median(r[3] for r in results["in-process floor"])
     lines = [
         f"N = {n:,} versions, backend {backend}, median of {repeat} run(s)",
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -406,12 +414,14 @@ def report(n: int, results: dict[str, list[tuple]], backend: str, repeat: int) -
         if not keys:
             return
         lines.extend(["", title, f"{'scenario':<13} {'seconds':>8} {'versions/s':>11} {'x floor':>8} "
-                      f"{'peak RSS MB':>12} {third:>11}"])
+                      f"{'CPU s':>7} {'x floor':>8} {'peak RSS MB':>12} {third:>11}"])
         for key in keys:
             seconds = statistics.median(r[0] for r in results[key])
+            cpu = statistics.median(r[3] for r in results[key])
             rss = max(r[1] for r in results[key])
             lines.append(f"{key.split(' ', 1)[1]:<13} {seconds:>8.3f} {n / seconds:>11,.0f} "
-                         f"{seconds / floor:>8.2f} {rss:>12.0f} {fmt([r[2] for r in results[key]]):>11}")
+                         f"{seconds / floor:>8.2f} {cpu:>7.3f} {cpu / floor_cpu:>8.2f} {rss:>12.0f} "
+                         f"{fmt([r[2] for r in results[key]]):>11}")
 
     table("in-process", "in-process (no start-up):", "statements",
           lambda values: "" if values[0] is None else f"{statistics.median(values):.0f}")
@@ -424,14 +434,16 @@ def report(n: int, results: dict[str, list[tuple]], backend: str, repeat: int) -
 def scale_report(all_results: dict[int, dict[str, list[tuple]]]) -> str:
     small, large = min(all_results), max(all_results)
     lines = ["", f"scale: N = {large:,} against N = {small:,} (target: time ratio <= 11, peak RSS <= 1.2 GB)",
-             f"{'scenario':<24} {'seconds':>9} {'ratio':>6} {'peak RSS MB':>12}"]
+             f"{'scenario':<24} {'seconds':>9} {'ratio':>6} {'CPU ratio':>9} {'peak RSS MB':>12}"]
     for key in all_results[large]:
         if key not in all_results[small]:
             continue
         t_small = statistics.median(r[0] for r in all_results[small][key])
         t_large = statistics.median(r[0] for r in all_results[large][key])
+        c_small = statistics.median(r[3] for r in all_results[small][key])
+        c_large = statistics.median(r[3] for r in all_results[large][key])
         rss = max(r[1] for r in all_results[large][key])
-        lines.append(f"{key:<24} {t_large:>9.3f} {t_large / t_small:>6.2f} {rss:>12.0f}")
+        lines.append(f"{key:<24} {t_large:>9.3f} {t_large / t_small:>6.2f} {c_large / c_small:>9.2f} {rss:>12.0f}")
     return "\n".join(lines)
 
 
