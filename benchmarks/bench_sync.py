@@ -24,6 +24,8 @@ Scenarios, each on a database whose schema is already created:
   initial      N versions into an empty database
   no-op        the same payload again
   churn        1% of versions changed, 1% new, 1% gone
+  start-up     (whole-process) a no-op sync of 10 versions: what start-up and
+               a run's fixed costs add to every whole-process figure
   floor        sqlite3 (or psycopg) executemany INSERT of the same N rows
                into a table with lean_version's 13 columns, one transaction
   su-objects   (SQLite only) sqlite-utils `upsert_all(versions, pk="id")` of
@@ -61,6 +63,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 SYNC_SCENARIOS = ("initial", "no-op", "churn")
+STARTUP_VERSIONS = 10
 INSTALL_HINT = "pip install -r benchmarks/requirements.txt"
 
 
@@ -152,6 +155,7 @@ def child_generate(n: int, folder: str, out) -> None:
     (base / "initial.json").write_bytes(body(versions))
     (base / "churn.json").write_bytes(body(churn(versions)))
     (base / "versions.json").write_text(json.dumps(versions))  # the API's objects, for `sqlite-utils upsert`
+    (base / "tiny.json").write_bytes(body(versions[:STARTUP_VERSIONS]))
     out.send(None)
 
 
@@ -368,6 +372,10 @@ def run(n: int, backend: Backend, *, repeat: int, modes: set[str], comparisons: 
                 results.setdefault(f"in-process {scenario}", []).append(
                     in_child(child_sync, url, payload[scenario], None))
         if "whole" in modes:
+            url = backend.fresh("start-up")
+            tiny = [leansync, "--database-url", url, "sync", "-q", "--from-file", str(folder / "tiny.json")]
+            whole_process(tiny)
+            results.setdefault("whole start-up", []).append(whole_process(tiny))  # a no-op of 10 versions
             url = backend.fresh("whole")
             for scenario in SYNC_SCENARIOS:
                 argv = [leansync, "--database-url", url, "sync", "-q", "--from-file", payload[scenario]]
