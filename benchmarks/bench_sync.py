@@ -427,7 +427,8 @@ def report(n: int, results: dict[str, list[tuple]], backend: str, repeat: int) -
             seconds = statistics.median(r[0] for r in results[key])
             cpu = statistics.median(r[3] for r in results[key])
             rss = max(r[1] for r in results[key])
-            lines.append(f"{key.split(' ', 1)[1]:<13} {seconds:>8.3f} {n / seconds:>11,.0f} "
+            rate = "-" if key.endswith("start-up") else f"{n / seconds:,.0f}"
+            lines.append(f"{key.split(' ', 1)[1]:<13} {seconds:>8.3f} {rate:>11} "
                          f"{seconds / floor:>8.2f} {cpu:>7.3f} {cpu / floor_cpu:>8.2f} {rss:>12.0f} "
                          f"{fmt([r[2] for r in results[key]]):>11}")
 
