@@ -3,19 +3,30 @@
 Retries use urllib3's Retry on requests' HTTPAdapter (POST included, since
 this call only reads). The token is used only to build the Authorization
 header and never appears in a message, a log line or an exception.
+
+Two bounds keep an unattended run from hanging or swelling: a deadline over
+the whole fetch (every attempt, read and wait between attempts) and a cap
+on the size of the answer, counted after decompression while it streams in.
 """
 
 import base64
+import contextvars
 import hashlib
+import io
 import logging
 import re
+import socket
+import threading
 import time
-from typing import Any
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from leansync import __version__
 from leansync.config import Credentials
@@ -44,19 +55,162 @@ def auth_headers(credentials: Credentials, *, timestamp: int) -> dict[str, str]:
     return {"Timestamp": str(timestamp), "Authorization": f"Basic {basic}"}
 
 
+MIB = 1024 * 1024
+CHUNK_BYTES = 64 * 1024  # decoded bytes per read: urllib3 decompresses no more than asked for
+
+
+class DeadlinePassed(Exception):
+    """Raised inside the HTTP stack when the fetch's deadline has passed (or a wait would pass it)."""
+
+
+class Deadline:
+    """The overall bound of one fetch, on the monotonic clock.
+
+    Each attempt's timeouts shrink to what is left of it (see DeadlineTimeout),
+    no retry wait that would end past it is started (CappedRetry.sleep), and
+    once it passes, a watchdog shuts down the sockets of the fetch: a server
+    that trickles its headers or body a byte at a time never trips a per-read
+    timeout, but a shut-down socket ends the read at once.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expires_at = time.monotonic() + seconds
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def left(self) -> float:
+        return self.expires_at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self._expired or self.left() <= 0
+
+    def check(self, wait: float = 0.0) -> None:
+        if self.passed() or wait >= self.left():
+            raise DeadlinePassed()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self._expired:
+                _shut_down(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            for sock in self._sockets:
+                _shut_down(sock)
+
+    def __enter__(self) -> "Deadline":
+        self._timer.start()
+        self._token = _current_deadline.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _current_deadline.reset(self._token)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        # The plain socket's shutdown, also under TLS: it only wakes the reader with EOF.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+_current_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("deadline", default=None)
+
+
+class _Watched:
+    """A urllib3 connection whose socket the current fetch's deadline can shut down."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        deadline = _current_deadline.get()
+        if deadline is not None:
+            deadline.watch(sock)
+        return sock
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+WATCHED_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with connections the deadline's watchdog knows of (proxied ones too)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # SOCKS managers bring their own pools
+            manager.pool_classes_by_scheme = WATCHED_POOLS
+        return manager
+
+
+class DeadlineTimeout(Timeout):
+    """Per attempt (urllib3 clones the timeout for each), urllib3's own `total`
+    bound is what is left of the deadline."""
+
+    def __init__(self, seconds: float, deadline: Deadline):
+        super().__init__(connect=seconds, read=seconds)
+        self.deadline = deadline
+
+    def clone(self) -> Timeout:
+        return Timeout(connect=self._connect, read=self._read, total=max(self.deadline.left(), 0.001))
+
+
 class CappedRetry(Retry):
-    """urllib3's Retry, honouring Retry-After but never for more than a minute."""
+    """urllib3's Retry, honouring Retry-After but never for more than a minute,
+    and never waiting past the fetch's deadline."""
 
     # urllib3 would also retry a 413 that carries Retry-After; other 4xx are
     # final answers, so only the statuses retried anyway may ask for a wait.
     RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
 
+    deadline: Deadline | None = None
+
+    def new(self, **kw):
+        retry = super().new(**kw)
+        retry.deadline = self.deadline
+        return retry
+
     def get_retry_after(self, response):
         value = super().get_retry_after(response)
         return None if value is None else min(value, RETRY_AFTER_CAP)
 
+    def sleep(self, response=None) -> None:
+        """urllib3's choice of wait (Retry-After, else the backoff), refused if it would end past the deadline."""
+        wait = self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        wait = wait or self.get_backoff_time()
+        if self.deadline is not None:
+            self.deadline.check(wait)
+        if wait > 0:
+            time.sleep(wait)
 
-def make_session(*, retries: int) -> requests.Session:
+
+def make_session(*, retries: int, deadline: Deadline | None = None) -> requests.Session:
     retry = CappedRetry(
         total=retries,
         connect=retries,
@@ -71,40 +225,51 @@ def make_session(*, retries: int) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,  # hand back the last response so its status can be reported
     )
+    retry.deadline = deadline
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = _WatchedAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
 
 
-def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, retries: int) -> Any:
+def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, retries: int,
+                   deadline: float = 600, max_bytes: int = 256 * MIB) -> bytes:
     """POST lean/versions/read and return the response body.
 
-    Raises FetchError (network, HTTP status), AuthError (rejected
-    credentials) or PayloadError (not JSON); the body is parsed and validated
-    by the run (leansync.payload).
+    ``deadline`` (seconds) bounds the whole fetch, ``max_bytes`` the body
+    after decompression. Raises FetchError (network, HTTP status, deadline,
+    size), AuthError (rejected credentials) or PayloadError (not JSON); the
+    body is parsed and validated by the run (leansync.payload).
     """
     url = endpoint_url(api_url)
     attempts = retries + 1
     headers = auth_headers(credentials, timestamp=int(time.time()))
-    log.debug("POST %s (timeout %ss, up to %d attempts)", url, timeout, attempts)
-    try:
-        with make_session(retries=retries) as session:
-            response = session.post(url, json={}, headers=headers, timeout=(timeout, timeout))
-    except requests.exceptions.RetryError as exc:
-        raise FetchError(f"QuantConnect at {url} kept failing after {attempts} attempts: {_reason(exc)}") from None
-    except requests.exceptions.RequestException as exc:
-        if _timed_out(exc):
-            raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
-        raise FetchError(f"could not reach QuantConnect at {url} after {attempts} attempts: {_reason(exc)}") from None
+    log.debug("POST %s (timeout %ss, up to %d attempts, deadline %ss)", url, timeout, attempts, deadline)
+    late = FetchError(f"QuantConnect at {url} did not deliver an answer within the deadline of "
+                      f"{deadline:g} s (--deadline); the run stopped waiting")
+    with Deadline(deadline) as bound:
+        try:
+            with make_session(retries=retries, deadline=bound) as session:
+                with session.post(url, json={}, headers=headers, timeout=DeadlineTimeout(timeout, bound),
+                                  stream=True) as response:
+                    log.debug("HTTP %s from %s", response.status_code, url)
+                    if response.status_code != 200:
+                        raise FetchError(_status_message(response.status_code, url, attempts, credentials))
+                    body = _read_body(response, url=url, max_bytes=max_bytes, deadline=bound)
+        except DeadlinePassed:
+            raise late from None
+        except requests.exceptions.RetryError as exc:
+            raise FetchError(f"QuantConnect at {url} kept failing after {attempts} attempts: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            if bound.passed():  # the watchdog cut the connection, or a timeout shrunk to the deadline fired
+                raise late from None
+            if _timed_out(exc):
+                raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
+            raise FetchError(f"could not reach QuantConnect at {url} after {attempts} attempts: {_reason(exc)}") from None
 
-    log.debug("HTTP %s from %s, %d bytes", response.status_code, url, len(response.content))
-    if response.status_code != 200:
-        raise FetchError(_status_message(response.status_code, url, attempts, credentials))
-
-    body = response.content
+    log.debug("%d bytes from %s", len(body), url)
     if _may_be_a_failure(body):
         document = parse_json(body, source=url)  # HTML or garbage fails here, with its own message
         errors = api_errors(document)
@@ -115,6 +280,24 @@ def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, re
                 "than two hours off gets the same answer"
             )
     return body
+
+
+def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: Deadline) -> bytes:
+    """The decoded body, read in chunks: never more than the cap in memory, never past the deadline."""
+    cap = f"the size cap of {max_bytes / MIB:g} MiB (--max-response-mb)"
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"QuantConnect at {url} announced an answer of {int(declared) / MIB:.1f} MiB "
+                         f"(Content-Length), more than {cap}; nothing was read")
+    body = io.BytesIO()
+    for chunk in response.iter_content(CHUNK_BYTES):  # decompressed by urllib3, at most CHUNK_BYTES at a time
+        arrived = body.tell() + len(chunk)
+        if arrived > max_bytes:
+            raise FetchError(f"the answer of QuantConnect at {url} is larger than {cap}: "
+                             f"{arrived / MIB:.1f} MiB had arrived when leansync stopped reading")
+        body.write(chunk)
+        deadline.check()
+    return body.getvalue()
 
 
 SMALL_BODY = 64 * 1024

@@ -42,14 +42,6 @@ def sync(run, qc):
     return invoke
 
 
-@pytest.fixture
-def sleeps(monkeypatch):
-    """urllib3's waits between attempts, recorded instead of slept."""
-    recorded: list[float] = []
-    monkeypatch.setattr(urllib3.util.retry.time, "sleep", recorded.append)
-    return recorded
-
-
 def endpoint(qc) -> str:
     return qc.url + "lean/versions/read"
 

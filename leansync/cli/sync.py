@@ -25,6 +25,12 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help="HTTP connect and read timeout, seconds.")
 @click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
               help="Retries on connection errors, timeouts, 429 and 5xx.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=600, show_default=True,
+              metavar="SECONDS", help="Overall bound on fetching from the API: every attempt, read and wait "
+              "between retries together; past it the run fails (exit 1).")
+@click.option("--max-response-mb", type=click.FloatRange(min=0, min_open=True), default=256, show_default=True,
+              metavar="N", help="Largest API answer to accept, in MiB after decompression; a larger one "
+              "fails the run (exit 1) without being read whole.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=600, show_default=True,
               help="Seconds to wait for another run's lock before giving up (exit 75).")
 @click.option("--allow-mass-removal", is_flag=True,
@@ -32,7 +38,7 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
 @verbosity_options
 @click.pass_obj
 def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id, timeout, retries,
-                 lock_timeout, allow_mass_removal):
+                 deadline, max_response_mb, lock_timeout, allow_mass_removal):
     """Fetch the current version list and record what changed.
 
     Exit codes: 0 success, 1 the run failed, 2 usage or configuration error,
@@ -42,12 +48,15 @@ def sync_command(app: AppContext, from_file, dry_run, as_json, api_url, user_id,
     Example:
       leansync sync -q                          # from cron
       leansync sync --from-file response.json --dry-run
+      leansync sync --deadline 120 --max-response-mb 64
     """
     try:  # every failure, configuration included, still gives --json its one object
         from leansync.database import database_exists, make_engine
         from leansync.sync import dry_run as plan_only, sync
 
-        source = _file_source(from_file) if from_file else _api_source(app, api_url, user_id, timeout, retries)
+        bounds = {"timeout": timeout, "retries": retries, "deadline": deadline,
+                  "max_bytes": int(max_response_mb * 1024 * 1024)}
+        source = _file_source(from_file) if from_file else _api_source(app, api_url, user_id, **bounds)
         url = app.resolved_database_url()
         if dry_run:
             engine = make_engine(url) if database_exists(url) else None
@@ -80,7 +89,8 @@ def _file_source(path: str):
     return Source(label=str(resolved), fetch=fetch)
 
 
-def _api_source(app: AppContext, api_url: str, user_id: str | None, timeout: float, retries: int):
+def _api_source(app: AppContext, api_url: str, user_id: str | None, **bounds):
+    """The API; ``bounds`` are fetch_versions' timeout, retries, deadline and max_bytes."""
     from leansync.api import endpoint_url, fetch_versions
     from leansync.config import load_credentials
     from leansync.sync import Source
@@ -91,7 +101,7 @@ def _api_source(app: AppContext, api_url: str, user_id: str | None, timeout: flo
             click.echo(f"leansync: warning: {warning}", err=True)
     return Source(
         label=endpoint_url(api_url),
-        fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, timeout=timeout, retries=retries),
+        fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, **bounds),
     )
 
 
