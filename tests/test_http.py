@@ -15,7 +15,6 @@ import time
 from email.utils import formatdate
 
 import pytest
-import urllib3.util.retry
 from urllib3 import HTTPResponse
 from urllib3.util.retry import RequestHistory
 
