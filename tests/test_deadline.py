@@ -11,34 +11,14 @@ keep each test short.
 import pytest
 import urllib3.util.retry
 
-from dbstate import data_tables, runs
-from faults import error_sentence, leansync
+from dbstate import runs
+from faults import assert_failed_run, leansync, qc, synced  # noqa: F401 (fixtures)
 from leansync.api import Deadline, DeadlinePassed, make_session
-from qc_server import FakeQuantConnect, Reply
-
-
-@pytest.fixture
-def qc(tag_versions):
-    with FakeQuantConnect(versions=tag_versions[:20]) as server:
-        yield server
-
-
-@pytest.fixture
-def synced(qc, database_url):
-    """A database with one successful run of the server's list."""
-    result = leansync("sync", "-q", url=database_url, env=qc.env())
-    assert result.returncode == 0, result.stderr
-    return data_tables(database_url)
+from qc_server import Reply
 
 
 def assert_late(result, database_url, before, deadline: str) -> str:
-    assert result.returncode == 1, result.stderr
-    message = error_sentence(result)
-    assert f"within the deadline of {deadline} s (--deadline)" in message, message
-    assert data_tables(database_url) == before
-    last = runs(database_url)[-1]
-    assert last["status"] == "failed" and last["error"] == message
-    return message
+    return assert_failed_run(result, database_url, before, f"within the deadline of {deadline} s (--deadline)")
 
 
 def test_a_server_trickling_its_whole_answer_meets_the_deadline(synced, qc, database_url):
