@@ -160,6 +160,13 @@ def enable_wal(engine: Engine) -> None:
         cursor.close()
 
 
+# A write that did not reach the disk: full, over a quota, or over a file-size limit
+# (SQLite reports EFBIG as a write I/O error, ENOSPC and EDQUOT as SQLITE_FULL).
+SQLITE_WRITE_FAILURES = frozenset({"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC",
+                                   "SQLITE_IOERR_TRUNCATE", "SQLITE_IOERR_SHMSIZE"})
+PG_DISK_FULL = "53100"
+
+
 @contextmanager
 def database_errors(url: str):
     """Turn driver errors into one sentence that names the database."""
@@ -167,7 +174,15 @@ def database_errors(url: str):
         yield
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if _write_failed(exc.orig):
+            raise DatabaseError(f"could not write the database {safe_url(url)}: {reason}; check the free "
+                                "space on its disk (and any quota or file size limit)") from exc
         raise DatabaseError(f"database error on {safe_url(url)}: {reason}") from exc
+
+
+def _write_failed(orig) -> bool:
+    return (getattr(orig, "sqlite_errorname", None) in SQLITE_WRITE_FAILURES
+            or getattr(orig, "sqlstate", None) == PG_DISK_FULL)
 
 
 def alembic_config(connection=None):
