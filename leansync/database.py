@@ -6,6 +6,7 @@ timeout, and explicit BEGIN so that every transaction, DDL included, is
 atomic.
 """
 
+import logging
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,13 @@ from leansync.errors import ConfigError, DatabaseError, SchemaError
 SCHEMA_HEAD = "0002"
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+# When a connection dies inside executemany's pipeline, psycopg raises the
+# error (the run reports it as one sentence) and also logs "error ignored
+# terminating <psycopg.Pipeline [BAD]>: the connection is lost". psycopg's
+# logger has no handler, so Python's last-resort handler would print that to
+# stderr as a second line in every cron mail; -v's root handler still shows it.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 def safe_url(url: str) -> str:
@@ -174,6 +182,8 @@ def database_errors(url: str):
         yield
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if exc.connection_invalidated:  # SQLAlchemy recognised a disconnect
+            raise DatabaseError(f"lost the connection to the database {safe_url(url)}: {reason}") from exc
         if _write_failed(exc.orig):
             raise DatabaseError(f"could not write the database {safe_url(url)}: {reason}; check the free "
                                 "space on its disk (and any quota or file size limit)") from exc

@@ -8,14 +8,18 @@ server if the process dies, so a kill -9 never leaves a stale lock.
 """
 
 import fcntl
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from leansync.database import database_errors, safe_url, sqlite_path
 from leansync.errors import DatabaseError, LockTimeout
+
+log = logging.getLogger(__name__)
 
 # pg_advisory_lock key: the bytes of "leansync" as a signed 64-bit integer.
 PG_LOCK_KEY = int.from_bytes(b"leansync", "big", signed=True)
@@ -85,5 +89,16 @@ def _advisory_lock(engine: Engine, *, timeout: float, url: str):
         try:
             yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
-            connection.commit()
+            _advisory_unlock(connection)
+
+
+def _advisory_unlock(connection) -> None:
+    try:
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+        connection.commit()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        # The session is gone and the server released its lock with it; the
+        # run's own outcome (its error, if the server went away) is what to report.
+        log.debug("the lock's session was already gone: %s", exc.orig)

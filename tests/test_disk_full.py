@@ -9,7 +9,6 @@ file passes integrity_check, holds exactly the data it held before, and the
 next run without the limit succeeds.
 """
 
-import hashlib
 import json
 import resource
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from dbstate import check_integrity, data_tables, runs
 from faults import error_sentence, leansync
-from samples import response, version_from_tag
+from samples import many_versions, response
 
 pytestmark = pytest.mark.sqlite_only
 NEW_VERSIONS = 10_000
@@ -26,17 +25,6 @@ NEW_VERSIONS = 10_000
 ROOMY = 256 * 1024
 # Not even room for the -shm file: nothing at all can be written, the one line is all there is.
 TIGHT = 16 * 1024
-
-
-def many_versions(tag_versions: list[dict], n: int) -> list[dict]:
-    """The real tags, then synthetic ones with their own hashes, n in all."""
-    versions = list(tag_versions[:n])
-    for synthetic_id in range(1_000_001, 1_000_001 + n - len(versions)):
-        template = tag_versions[synthetic_id % len(tag_versions)]
-        versions.append(version_from_tag({"id": str(synthetic_id), "committed_utc": template["created"],
-                                          "lean_hash": hashlib.sha1(f"s:{synthetic_id}".encode()).hexdigest(),
-                                          "subject": template["description"]}))
-    return versions
 
 
 def limit_file_size(limit: int):
