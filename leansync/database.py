@@ -184,6 +184,10 @@ def database_errors(url: str):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         if exc.connection_invalidated:  # SQLAlchemy recognised a disconnect
             raise DatabaseError(f"lost the connection to the database {safe_url(url)}: {reason}") from exc
+        name = getattr(exc.orig, "sqlite_errorname", "")
+        if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT"):
+            raise DatabaseError(f"the database file {sqlite_path(url)} is not a SQLite database or is damaged "
+                                f"({reason}); leansync left it as it is") from exc
         if _write_failed(exc.orig):
             raise DatabaseError(f"could not write the database {safe_url(url)}: {reason}; check the free "
                                 "space on its disk (and any quota or file size limit)") from exc

@@ -7,8 +7,11 @@ session advisory lock. Both are released by the operating system or the
 server if the process dies, so a kill -9 never leaves a stale lock.
 """
 
+import errno
 import fcntl
 import logging
+import os
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,10 +59,10 @@ def _timeout_error(url: str, timeout: float) -> LockTimeout:
 def _file_lock(path: Path, *, timeout: float, url: str):
     deadline = time.monotonic() + timeout
     try:
-        handle = open(path, "a")
+        handle = _open_lock_file(path)
     except OSError as exc:
         # Exit 1 like any database that cannot be written: the folder holding
-        # the database (and so its lock file) is read-only, or a folder is in the way.
+        # the database (and so its lock file) is read-only, or something is in the way.
         raise DatabaseError(f"cannot open the lock file {path} of {safe_url(url)}: {exc.strerror}") from None
     with handle:
         while True:
@@ -74,6 +77,23 @@ def _file_lock(path: Path, *, timeout: float, url: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock_file(path: Path):
+    """The lock file, created if need be; its content does not matter (flock ignores it).
+
+    Non-blocking, so a FIFO in its place fails at once instead of waiting for a reader.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO or socket: "no such device or address" says little
+            raise OSError(errno.ENXIO, "it is not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "it is not a regular file")
+    return os.fdopen(fd, "a")
 
 
 @contextmanager
