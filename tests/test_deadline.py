@@ -24,7 +24,8 @@ def assert_late(result, database_url, before, deadline: str) -> str:
 def test_a_server_trickling_its_whole_answer_meets_the_deadline(synced, qc, database_url):
     """Status line and headers too: the read of the headers is cut as well."""
     qc.reply(Reply(trickle=1.0))
-    result = leansync("sync", "--deadline", "2", "--timeout", "30", url=database_url, env=qc.env())
+    # Without the watchdog the headers alone would take minutes: the subprocess timeout would fail the test.
+    result = leansync("sync", "--deadline", "2", "--timeout", "30", url=database_url, env=qc.env(), timeout=60)
     assert_late(result, database_url, synced, "2")
     # The lock was released: a run that does not wait for it at all gets it.
     again = leansync("sync", "-q", "--lock-timeout", "0", url=database_url, env=qc.env())
@@ -35,7 +36,7 @@ def test_a_server_trickling_its_whole_answer_meets_the_deadline(synced, qc, data
 @pytest.mark.sqlite_only
 def test_a_body_trickling_after_prompt_headers_meets_the_deadline(synced, qc, database_url):
     qc.reply(Reply(trickle=1.0, trickle_headers=False))
-    result = leansync("sync", "--deadline", "2", "--json", url=database_url, env=qc.env())
+    result = leansync("sync", "--deadline", "2", "--json", url=database_url, env=qc.env(), timeout=60)
     message = assert_late(result, database_url, synced, "2")
     assert '"status": "failed"' in result.stdout and message in result.stdout.replace('\\"', '"')
 
