@@ -10,26 +10,19 @@ on the size of the answer, counted after decompression while it streams in.
 """
 
 import base64
-import contextvars
 import hashlib
 import io
 import logging
 import re
-import socket
-import threading
 import time
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.poolmanager import ProxyManager
 from urllib3.util.retry import Retry
-from urllib3.util.timeout import Timeout
 
 from leansync import __version__
 from leansync.config import Credentials
+from leansync.deadline import Deadline, DeadlinePassed, DeadlineTimeout, WatchedAdapter
 from leansync.errors import AuthError, FetchError
 from leansync.payload import api_errors, parse_json
 
@@ -57,128 +50,6 @@ def auth_headers(credentials: Credentials, *, timestamp: int) -> dict[str, str]:
 
 MIB = 1024 * 1024
 CHUNK_BYTES = 64 * 1024  # decoded bytes per read: urllib3 decompresses no more than asked for
-
-
-class DeadlinePassed(Exception):
-    """Raised inside the HTTP stack when the fetch's deadline has passed (or a wait would pass it)."""
-
-
-class Deadline:
-    """The overall bound of one fetch, on the monotonic clock.
-
-    Each attempt's timeouts shrink to what is left of it (see DeadlineTimeout),
-    no retry wait that would end past it is started (CappedRetry.sleep), and
-    once it passes, a watchdog shuts down the sockets of the fetch: a server
-    that trickles its headers or body a byte at a time never trips a per-read
-    timeout, but a shut-down socket ends the read at once.
-    """
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.expires_at = time.monotonic() + seconds
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def left(self) -> float:
-        return self.expires_at - time.monotonic()
-
-    def passed(self) -> bool:
-        return self._expired or self.left() <= 0
-
-    def check(self, wait: float = 0.0) -> None:
-        if self.passed() or wait >= self.left():
-            raise DeadlinePassed()
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            if self._expired:
-                _shut_down(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self._expired = True
-            for sock in self._sockets:
-                _shut_down(sock)
-
-    def __enter__(self) -> "Deadline":
-        self._timer.start()
-        self._token = _current_deadline.set(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._timer.cancel()
-        _current_deadline.reset(self._token)
-
-
-def _shut_down(sock: socket.socket) -> None:
-    try:
-        # The plain socket's shutdown, also under TLS: it only wakes the reader with EOF.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass
-
-
-_current_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("deadline", default=None)
-
-
-class _Watched:
-    """A urllib3 connection whose socket the current fetch's deadline can shut down."""
-
-    def _new_conn(self):
-        sock = super()._new_conn()
-        deadline = _current_deadline.get()
-        if deadline is not None:
-            deadline.watch(sock)
-        return sock
-
-
-class _WatchedHTTPConnection(_Watched, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-WATCHED_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, with connections the deadline's watchdog knows of (proxied ones too)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if type(manager) is ProxyManager:  # SOCKS managers bring their own pools
-            manager.pool_classes_by_scheme = WATCHED_POOLS
-        return manager
-
-
-class DeadlineTimeout(Timeout):
-    """Per attempt (urllib3 clones the timeout for each), urllib3's own `total`
-    bound is what is left of the deadline."""
-
-    def __init__(self, seconds: float, deadline: Deadline):
-        super().__init__(connect=seconds, read=seconds)
-        self.deadline = deadline
-
-    def clone(self) -> Timeout:
-        return Timeout(connect=self._connect, read=self._read, total=max(self.deadline.left(), 0.001))
 
 
 class CappedRetry(Retry):
@@ -227,7 +98,7 @@ def make_session(*, retries: int, deadline: Deadline | None = None) -> requests.
     )
     retry.deadline = deadline
     session = requests.Session()
-    adapter = _WatchedAdapter(max_retries=retry)
+    adapter = WatchedAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
