@@ -2,34 +2,59 @@
 
 No I/O and no clock here, so every rule of the history can be tested
 exhaustively with plain values (tests/test_diff.py).
+
+A run goes through it in three steps, reading the database in between
+(leansync.sync):
+  1. ``sort_items``: each item of the response whose digest is a listed
+     version's stored one is unchanged and is never decoded; the others are
+     decoded and validated (leansync.payload). Duplicate ids are caught here.
+  2. ``plan_versions``: the decoded items against the stored state of their ids.
+  3. ``new_hashes``: the hashes the new states carry that are not known yet.
 """
 
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, NamedTuple
 
-from leansync.errors import GuardError
+import msgspec
+
+from leansync.errors import GuardError, PayloadError
 from leansync.models import API_FIELDS
-from leansync.payload import Version, fields_of, raw_text
+from leansync.payload import Version, decode_version, digest, duplicate_id_error
 
 HASH_KINDS = (("lean", API_FIELDS.index("lean_hash")), ("lean_cloud", API_FIELDS.index("lean_cloud_hash")))
 
 
+class StoredIndex(NamedTuple):
+    """What a run knows of every stored version before it reads the response."""
+
+    by_digest: dict[str, int]  # raw_digest -> id, of the listed versions that have one
+    listed: set[int]  # ids not removed
+    removed: set[int]  # ids removed
+
+
 class StoredVersion(NamedTuple):
-    """A lean_version row as the diff needs it."""
+    """A stored version's state, as the diff compares it."""
 
     id: int
-    fields: tuple | None  # the seven API fields in API_FIELDS order; None: derive from raw
-    raw: Any  # the raw object, or the JSON text it was stored as (payload.raw_text)
+    fields: tuple  # the seven modelled fields in API_FIELDS order (created aware UTC)
+    extra: Any  # the newest history row's extra, decoded (None: no other keys)
     removed: bool
 
 
+class SortedItems(NamedTuple):
+    """The response's items after step 1."""
+
+    ids: list[int]  # every item's id, in order
+    decoded: list[Version]  # the items that need comparing, in order
+
+
 class Change(NamedTuple):
-    """A version whose modelled fields differ from (or return to) its stored state."""
+    """A version whose state differs from (or returns to) its stored state."""
 
     version: Version
-    changed_fields: tuple[str, ...]  # empty for a restore with no field change
+    changed_fields: tuple[str, ...]  # empty for a restore with nothing changed
 
 
 class NewHash(NamedTuple):
@@ -46,7 +71,7 @@ class Plan:
     updated: list[Change] = field(default_factory=list)
     restored: list[Change] = field(default_factory=list)
     unchanged: int = 0
-    raw_refreshed: list[Version] = field(default_factory=list)  # unchanged, but raw differs
+    raw_refreshed: list[Version] = field(default_factory=list)  # unchanged, but sent in other bytes
     removed: list[int] = field(default_factory=list)
     new_hashes: list[NewHash] = field(default_factory=list)
 
@@ -73,92 +98,151 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        """True when the run changes history (not just last_seen_at or raw)."""
+        """True when the run changes history (not just a stored object's spelling)."""
         return bool(self.inserted or self.updated or self.restored or self.removed or self.new_hashes)
 
 
-def changed_fields(old: tuple, new: tuple) -> tuple[str, ...]:
-    return tuple(name for name, a, b in zip(API_FIELDS, old, new) if a != b)
+def index_versions(rows: Iterable[tuple[int, str | None, bool]]) -> StoredIndex:
+    """The index from (id, raw_digest, removed) of every stored version."""
+    columns = list(zip(*rows))  # C-level loops: this runs on every version, every run
+    if not columns:
+        return StoredIndex({}, set(), set())
+    ids, digests, removed = columns
+    listed = [not flag for flag in removed]
+    by_digest = dict(zip(compress(digests, listed), compress(ids, listed)))
+    by_digest.pop(None, None)  # no digest yet (migrated): compared by decoding
+    return StoredIndex(by_digest, set(compress(ids, listed)), set(compress(ids, removed)))
 
 
-def plan_sync(
-    *,
-    stored: Iterable[StoredVersion],
-    known_hashes: set[tuple[str, str]],
-    incoming: list[Version],
-) -> Plan:
-    """Compare the stored versions and known hashes with the API's current list."""
-    plan = plan_versions(stored=stored, incoming=incoming)
-    plan.new_hashes = new_hashes(plan, known_hashes)
-    return plan
+def sort_items(items: list[bytes], *, index: StoredIndex, source: str) -> SortedItems:
+    """Step 1: decode only the items that are not exactly a listed version's stored bytes.
 
-
-def plan_versions(*, stored: Iterable[StoredVersion], incoming: list[Version]) -> Plan:
-    """The versions part of the plan (everything but new_hashes).
-
-    A version whose raw object is exactly the stored one is unchanged, without
-    looking further: that is the common case, kept cheap. A stored raw may be
-    the JSON text it was written as (SQLite), compared without decoding.
+    Raises PayloadError for a bad item or a repeated id: the first in order,
+    as if the items were read one by one (a bad item before a repeat wins).
     """
-    plan = Plan(versions_seen=len(incoming))
-    by_id = {s.id: s for s in stored}
-    plan.listed_before = sum(1 for s in by_id.values() if not s.removed)
+    # The no-op path, once per item: a digest and a lookup, in C-level loops.
+    if index.by_digest:
+        ids: list = list(map(index.by_digest.get, map(digest, items)))
+    else:  # a first run: nothing to match, no digest to compute
+        ids = [None] * len(items)
+    decoded: list[Version] = []
+    position = -1
+    while (position := _next_none(ids, position + 1)) >= 0:
+        try:
+            version = decode_version(items[position], index=position, source=source)
+        except PayloadError:
+            _refuse_repeats(ids[:position], source)  # an earlier repeated id is reported first
+            raise
+        decoded.append(version)
+        ids[position] = version.id
+    if len(set(ids)) != len(ids):
+        _refuse_repeats(ids, source)
+    return SortedItems(ids, decoded)
 
-    for version in incoming:
-        old = by_id.get(version.id)
+
+def _next_none(ids: list, start: int) -> int:
+    """The position of the next None from ``start``, or -1 (list.index: a C-level search)."""
+    try:
+        return ids.index(None, start)
+    except ValueError:
+        return -1
+
+
+def _refuse_repeats(ids: list, source: str) -> None:
+    """Raise for the first id that repeats an earlier one (None: not known yet)."""
+    first: dict[int, int] = {}
+    for position, vid in enumerate(ids):
+        if vid is not None and first.setdefault(vid, position) != position:
+            raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=first[vid])
+
+
+def canonical(value: Any) -> bytes:
+    """A JSON value's canonical encoding: keys sorted at every level, no whitespace.
+
+    Equal encodings mean equal JSON values (array order matters; 1 is not true).
+    """
+    return msgspec.json.encode(value, order="sorted")
+
+
+def changed_fields(old: StoredVersion, new: Version) -> tuple[str, ...]:
+    """The modelled columns that changed, in table order, then the other keys
+    added, removed or changed, sorted."""
+    names = [name for name, a, b in zip(API_FIELDS, old.fields, new.fields) if a != b]
+    if canonical(old.extra) != canonical(new.extra):  # not ==, for which 1 == True
+        before, after = old.extra or {}, new.extra or {}
+        names += sorted(key for key in before.keys() | after.keys()
+                        if key not in before or key not in after or canonical(before[key]) != canonical(after[key]))
+    return tuple(names)
+
+
+def plan_versions(*, index: StoredIndex, items: SortedItems, stored: Mapping[int, StoredVersion]) -> Plan:
+    """Step 2. ``stored`` holds the stored state of (at least) every decoded
+    item's id that is stored; an id not in it is new."""
+    plan = Plan(versions_seen=len(items.ids), listed_before=len(index.listed))
+    plan.unchanged = len(items.ids) - len(items.decoded)
+    for version in items.decoded:
+        old = stored.get(version.id)
         if old is None:
             plan.inserted.append(version)
-        elif old.removed:
-            plan.restored.append(Change(version, changed_fields(stored_fields(old), version.fields)))
-        elif _same_raw(old.raw, version):
-            plan.unchanged += 1
-        elif stored_fields(old) != version.fields:
-            plan.updated.append(Change(version, changed_fields(stored_fields(old), version.fields)))
-        else:  # only fields the schema does not model changed: refresh raw
+            continue
+        changed = changed_fields(old, version)
+        if old.removed:
+            plan.restored.append(Change(version, changed))
+        elif changed:
+            plan.updated.append(Change(version, changed))
+        else:  # the same object in other bytes (key order, spacing, created's format, 1 for true)
             plan.unchanged += 1
             plan.raw_refreshed.append(version)
-
-    listed_now = {v.id for v in incoming}
-    plan.removed = sorted(s.id for s in by_id.values() if not s.removed and s.id not in listed_now)
+    plan.removed = sorted(index.listed.difference(items.ids))
     return plan
-
-
-def _same_raw(stored: Any, version: Version) -> bool:
-    # Stored text is compared with the text as sent (or encoded): cheaper than decoding.
-    return stored == (raw_text(version) if type(stored) is str else version.raw)
-
-
-def stored_fields(old: StoredVersion) -> tuple:
-    """The stored fields, derived from the stored raw object when not read."""
-    if old.fields is not None:
-        return old.fields
-    return fields_of(json.loads(old.raw) if isinstance(old.raw, str) else old.raw)
 
 
 def hash_candidates(plan: Plan) -> list[Version]:
-    """The versions that may carry a hash never seen before.
+    """The versions that may carry a hash never seen before: the new states.
 
-    Only new, changed and returning versions: an unchanged version's hashes
-    were recorded when its current fields were.
+    An unchanged version's hashes were recorded when its state was.
     """
     return plan.inserted + [c.version for c in plan.updated] + [c.version for c in plan.restored]
 
 
+def candidate_hashes(plan: Plan) -> dict[str, set[str]]:
+    """The hashes of the new states, by kind (null and "" are no hash)."""
+    versions = hash_candidates(plan)
+    return {kind: {value for v in versions if (value := v.fields[position])} for kind, position in HASH_KINDS}
+
+
 def new_hashes(plan: Plan, known: set[tuple[str, str]]) -> list[NewHash]:
-    """Hashes never seen before, each with the lowest id carrying it in this run."""
+    """Hashes never seen before, each with the lowest id carrying it in this run.
+
+    ``known`` must hold at least the known ones among candidate_hashes(plan).
+    The writer inserts the same rows set-based (writer.apply_plan checks it).
+    """
     descending = sorted(hash_candidates(plan), key=_version_id, reverse=True)
     new: list[NewHash] = []
     for kind, position in HASH_KINDS:
-        known_here = {value for k, value in known if k == kind}
         # Walking ids downwards, the last write for a hash is its lowest id.
         first = {v.fields[position]: v.id for v in descending}
-        fresh = sorted((value, vid) for value, vid in first.items() if value and value not in known_here)
-        new += [NewHash(kind, value, vid) for value, vid in fresh]  # null or "" is no hash
+        first.pop(None, None)  # null or "": no hash
+        first.pop("", None)
+        fresh = sorted(first.keys() - {value for k, value in known if k == kind})
+        new += [NewHash(kind, value, first[value]) for value in fresh]
     return new
 
 
 def _version_id(version: Version) -> int:
     return version.id
+
+
+def plan_sync(*, stored: Iterable[tuple[StoredVersion, str | None]], known_hashes: set[tuple[str, str]],
+              items: list[bytes], source: str) -> Plan:
+    """The three steps at once, for callers that hold the whole stored state:
+    each stored version with its raw_digest."""
+    pairs = list(stored)
+    index = index_versions((s.id, raw_digest, s.removed) for s, raw_digest in pairs)
+    sorted_items = sort_items(items, index=index, source=source)
+    plan = plan_versions(index=index, items=sorted_items, stored={s.id: s for s, _ in pairs})
+    plan.new_hashes = new_hashes(plan, known_hashes)
+    return plan
 
 
 def check_mass_removal(plan: Plan, *, allow: bool) -> None:

@@ -2,7 +2,7 @@
 
 This is a public interface: people write SQL against it. Change it only
 through a new Alembic migration (a test checks that models and migrations
-agree) and document every column in README.md.
+agree) and document every column in docs/schema.md.
 """
 
 from datetime import datetime, timezone
@@ -53,6 +53,8 @@ class UTCDateTime(TypeDecorator):
 
 # jsonb on PostgreSQL; JSON text on SQLite.
 RawJSON = JSON().with_variant(JSONB(), "postgresql")
+# The same, with Python None stored as SQL NULL rather than the JSON text null.
+ExtraJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 metadata = MetaData(
     naming_convention={
@@ -103,10 +105,10 @@ lean_version = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     *_api_columns(),
     Column("first_seen_at", UTCDateTime, nullable=False),
-    Column("last_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("removed_at", UTCDateTime),
     Column("raw", RawJSON, nullable=False),
+    Column("raw_digest", Text),  # payload.digest of the item as sent; NULL: compare by decoding
 )
 
 lean_hash = Table(
@@ -129,6 +131,7 @@ lean_version_history = Table(
     Column("valid_to", UTCDateTime),
     Column("changed_fields", Text),
     Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False),
+    Column("extra", ExtraJSON),  # the state's keys other than "id" and the seven; NULL when none
     Index("ix_lean_version_history_version_id_valid_from", "version_id", "valid_from"),
     # At most one open (current) row per version, enforced by the database.
     Index(

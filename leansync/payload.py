@@ -1,16 +1,23 @@
-"""Parse and validate a `lean/versions/read` response into typed versions.
+"""Parse and validate a `lean/versions/read` response, with msgspec.
 
-Everything the API sends is checked here, before anything is written, so a
-bad answer fails the run with one sentence that names the item and field.
-An object identical to the one already stored was checked when it was
-stored, and is not checked again (validate_document's ``unchanged``).
+A run splits the response into its items' bytes without decoding them
+(split_items), recognises each item whose bytes are exactly the ones stored
+by their digest, and decodes and validates only the others (decode_version):
+an unchanged version costs one digest, whatever the backend. Everything the
+API sends is checked before anything is written, so a bad answer fails the
+run with one sentence that names the item and field.
+
+The schema of an item is the `Item` struct: the type does the validation.
+Only when it fails are the messages built, by `_explain`, which names the
+first bad field in column order with the value as sent.
 """
 
+import hashlib
 import json
-import re
-from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
 
 from leansync.errors import PayloadError
 
@@ -24,137 +31,84 @@ FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("public", "public"),
     ("created", "created"),
 )
+# Every other key of an item is kept in `extra`.
+MODELLED_KEYS = frozenset({"id", *(key for _, key in FIELD_KEYS)})
 INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
-_TEXT = frozenset({str, type(None)})  # what a string field may hold
+BOM = b"\xef\xbb\xbf"  # json.loads accepted one in front of the body; so do we
+
+Text = str | None
+
+
+class Item(msgspec.Struct):
+    """One element of "versions", as validation sees it (other keys are allowed)."""
+
+    id: Annotated[int, msgspec.Meta(ge=-INT32, lt=INT32)]
+    name: Text = None
+    description: Text = None
+    ref: Text = None
+    leanHash: Text = None
+    leanCloudHash: Text = None
+    public: bool | Annotated[int, msgspec.Meta(ge=0, le=1)] | None = None  # 0/1 taken as a boolean
+    created: Text = None  # parsed by parse_created: the API's space-separated form is not RFC 3339
 
 
 class Version(NamedTuple):
-    """One version as the API lists it.
-
-    ``fields`` holds the seven modelled fields in column order (see
-    FIELD_KEYS); ``raw`` is the whole JSON object, unknown keys included.
-    """
+    """One version as the API lists it, decoded and validated."""
 
     id: int
-    fields: tuple | None  # None only for a version trusted as unchanged (see validate_document)
-    raw: dict | None  # None only for a KnownItem (see parse_json)
-    text: str | None = None  # the object's JSON text exactly as sent, when known
+    fields: tuple  # the seven modelled fields in models.API_FIELDS order
+    extra: dict | None  # the object's other keys, as sent; None when there are none
+    raw: str  # the whole object as JSON text (JSON-equal to what was sent), for lean_version.raw
+    digest: str  # digest() of the item's bytes as sent
 
 
-class KnownItem(NamedTuple):
-    """An item of the versions array whose text is exactly a stored version's raw
-    text: recognised by parse_json without being parsed again (see ``known``)."""
-
-    id: int
-    text: str
+_any = msgspec.json.Decoder()
+_document = msgspec.json.Decoder(dict[str, msgspec.Raw])  # the top level, its values left undecoded
+_items = msgspec.json.Decoder(list[msgspec.Raw])  # "versions", its items left undecoded
+_encode = msgspec.json.Encoder().encode
 
 
-class ResponseDocument(dict):
-    """A parsed response that also keeps the JSON text of each item of its
-    "versions" array exactly as sent: stored as `raw` and compared with the
-    stored text, it spares encoding every object again on every run."""
-
-    item_texts: list[str] | None = None
+def digest(item: bytes) -> str:
+    """The hex BLAKE2b-128 of an item's bytes as sent (lean_version.raw_digest)."""
+    return hashlib.blake2b(item, digest_size=16).hexdigest()
 
 
-def parse_json(data: str | bytes, *, source: str, known: Mapping[str, int] | None = None) -> Any:
-    """Parse a response body, with a clear message for HTML or garbage.
-
-    ``known`` maps the raw texts of listed, stored versions to their ids: an
-    item of "versions" that is exactly one of them becomes a KnownItem instead
-    of being parsed (most of a run's items, most of its parsing time and
-    memory).
-    """
-    text = data
+def parse_json(data: bytes | str, *, source: str) -> Any:
+    """Parse a whole body, with a clear message for HTML or garbage."""
+    data = _without_bom(data)
     try:
-        if isinstance(text, bytes):  # as json.loads decodes bytes (a UTF-8 BOM is fine)
-            text = text.decode(json.detect_encoding(text), "surrogatepass")
-        try:
-            return _parse_keeping_item_texts(text, _prefix_index(known or {}))
-        except ValueError:  # not the usual shape, or not JSON: json's own parser decides
-            return json.loads(text)
-    except ValueError:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        head = " ".join(text[:40].split())
-        kind = "HTML" if head.startswith("<") else "not JSON"
-        raise PayloadError(f"the response from {source} is {kind} (it starts with {head!r})") from None
+        return _any.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # ValidationError: a number out of range
+        raise _not_json(data, source) from None
 
 
-_decode = json.JSONDecoder().raw_decode
-_skip_space = re.compile(r"[ \t\n\r]*").match  # JSON's whitespace
-PREFIX = 48  # characters of an item that find the stored texts it may equal
+def split_items(body: bytes | str, *, source: str) -> list[msgspec.Raw]:
+    """The items of the response's "versions" array, each as its bytes as sent, in order.
 
-
-def _prefix_index(known: Mapping[str, int]) -> dict[str, list[tuple[str, int]]]:
-    index: dict[str, list[tuple[str, int]]] = {}
-    for text, version_id in known.items():
-        if len(text) >= PREFIX:  # a shorter one is cheap to parse anyway
-            index.setdefault(text[:PREFIX], []).append((text, version_id))
-    return index
-
-
-def _parse_keeping_item_texts(text: str, known: dict[str, list[tuple[str, int]]]) -> ResponseDocument:
-    """json.loads for a top-level object, keeping the text of each "versions" item.
-
-    Each value is parsed by json's own scanner; only the top-level object and
-    the versions array are walked here. Raises ValueError on anything else.
+    Only the top level is decoded (and "success"/"errors"); the items are
+    checked for JSON syntax but not decoded.
     """
-    document = ResponseDocument()
-    at = _skip_space(text, 0).end()
-    if not text.startswith("{", at):
-        raise ValueError("not an object")
-    at = _skip_space(text, at + 1).end()
-    closed = text.startswith("}", at)
-    while not closed:
-        key, at = _decode(text, at)
-        at = _skip_space(text, at).end()
-        if type(key) is not str or not text.startswith(":", at):
-            raise ValueError("not a key")
-        at = _skip_space(text, at + 1).end()
-        if key == "versions":
-            document.item_texts = None
-            if text.startswith("[", at):
-                value, document.item_texts, at = _array_keeping_texts(text, at, known)
-            else:
-                value, at = _decode(text, at)
-        else:
-            value, at = _decode(text, at)
-        document[key] = value
-        at = _skip_space(text, at).end()
-        closed = text.startswith("}", at)
-        if not closed:
-            if not text.startswith(",", at):
-                raise ValueError("expected , or }")
-            at = _skip_space(text, at + 1).end()
-    if _skip_space(text, at + 1).end() != len(text):
-        raise ValueError("extra data")
-    return document
-
-
-def _array_keeping_texts(text: str, at: int, known: dict[str, list[tuple[str, int]]]) -> tuple[list, list[str], int]:
-    items: list = []
-    texts: list[str] = []
-    at = _skip_space(text, at + 1).end()
-    if text.startswith("]", at):
-        return items, texts, at + 1
-    while True:
-        for candidate, version_id in known.get(text[at:at + PREFIX], ()):
-            if text.startswith(candidate, at):  # a complete object, exactly as stored
-                items.append(KnownItem(version_id, candidate))
-                texts.append(candidate)
-                end = at + len(candidate)
-                break
-        else:
-            item, end = _decode(text, at)
-            items.append(item)
-            texts.append(text[at:end])
-        at = _skip_space(text, end).end()
-        if text.startswith("]", at):
-            return items, texts, at + 1
-        if not text.startswith(",", at):
-            raise ValueError("expected , or ]")
-        at = _skip_space(text, at + 1).end()
+    body = _without_bom(body)
+    try:
+        document = _document.decode(body)
+    except msgspec.ValidationError:  # JSON, but not an object
+        raise PayloadError(
+            f"the response from {source} is a JSON {_json_type(parse_json(body, source=source))}, not an object"
+        ) from None
+    except msgspec.DecodeError:
+        raise _not_json(body, source) from None
+    status = {key: parse_json(document[key], source=source) for key in ("success", "errors") if key in document}
+    errors = api_errors(status)
+    if errors is not None:
+        shown = "; ".join(errors) if errors else "no error message"
+        raise PayloadError(f"QuantConnect reported success: false from {source}: {shown}")
+    if "versions" not in document:
+        raise PayloadError(f'the response from {source} has no "versions" list')
+    try:
+        return _items.decode(document["versions"])
+    except msgspec.ValidationError:
+        kind = _json_type(parse_json(document["versions"], source=source))
+        raise PayloadError(f'the response from {source} has "versions" as a JSON {kind}, not a list') from None
 
 
 def api_errors(document: Any) -> list[str] | None:
@@ -165,6 +119,59 @@ def api_errors(document: Any) -> list[str] | None:
             return [str(e) for e in errors]
         return [str(errors)] if errors else []
     return None
+
+
+def decode_version(item: bytes, *, index: int, source: str) -> Version:
+    """Decode and validate one item of "versions" (``index`` is its position)."""
+    # The hot path of an initial load (once per version): messages are built only on error.
+    try:
+        value = _any.decode(item)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        # Invalid UTF-8 (surrogates included) or a number out of range: the
+        # body's JSON syntax was checked by split_items, its strings were not.
+        raise PayloadError(f"{source}: versions[{index}] is not valid JSON ({_reason(exc)})") from None
+    if type(value) is not dict:
+        raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(value)}, not an object")
+    try:
+        typed = msgspec.convert(value, Item)
+    except msgspec.ValidationError as exc:
+        where = f"{source}: versions[{index}]"
+        raise _explain(value, where) or PayloadError(f"{where}: {_reason(exc)}") from None
+    created = typed.created
+    if created is not None:
+        try:
+            created = parse_created(created)
+        except ValueError:
+            raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "created" is not a valid '
+                               f"timestamp: {typed.created!r}") from None
+    # Encoded again rather than kept as sent: a key sent twice keeps its last
+    # value, in raw as in the fields and extra (and as PostgreSQL's jsonb does).
+    raw = _encode(value)
+    # PostgreSQL can store no NUL character (\u0000), in text or jsonb: refuse it
+    # on every backend, so both keep the same history. JSON can only spell it escaped.
+    if b"\\u0000" in raw and _holds_nul(value):
+        raise PayloadError(f"{source}: versions[{index}] (id {typed.id}): a string holds a NUL character "
+                           "(\\u0000), which the database cannot store")
+    public = typed.public
+    fields = (typed.name, typed.description, typed.ref, typed.leanHash, typed.leanCloudHash,
+              public if public is None else bool(public), created)
+    extra = None if value.keys() <= MODELLED_KEYS else {k: v for k, v in value.items() if k not in MODELLED_KEYS}
+    return Version(typed.id, fields, extra, raw.decode(), digest(item))
+
+
+def decode_all(body: bytes | str, *, source: str) -> list[Version]:
+    """Every item decoded and validated, duplicate ids refused (a run with nothing stored)."""
+    versions = [decode_version(item, index=i, source=source) for i, item in enumerate(split_items(body, source=source))]
+    first: dict[int, int] = {}
+    for index, version in enumerate(versions):
+        earlier = first.setdefault(version.id, index)
+        if earlier != index:
+            raise duplicate_id_error(source=source, index=index, version_id=version.id, earlier=earlier)
+    return versions
+
+
+def duplicate_id_error(*, source: str, index: int, version_id: int, earlier: int) -> PayloadError:
+    return PayloadError(f"{source}: versions[{index}] (id {version_id}) repeats the id of versions[{earlier}]")
 
 
 def parse_created(value: str) -> datetime:
@@ -178,105 +185,29 @@ def parse_created(value: str) -> datetime:
     return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
-def validate_document(
-    document: Any, *, source: str, unchanged: Mapping[int, Any] | None = None
-) -> list[Version]:
-    """Turn a parsed response into versions, or raise PayloadError.
-
-    ``unchanged`` maps the ids of listed, stored versions to their stored raw
-    (JSON text, or the decoded object). An item identical to its stored raw
-    (or a KnownItem from parse_json) was validated when it was stored: it is
-    passed through with ``fields`` None, which the diff never reads for an
-    unchanged version (nor ``raw``, None for a KnownItem).
-    """
-    if not isinstance(document, dict):
-        raise PayloadError(
-            f"the response from {source} is a JSON {_json_type(document)}, not an object"
-        )
-    errors = api_errors(document)
-    if errors is not None:
-        shown = "; ".join(errors) if errors else "no error message"
-        raise PayloadError(f"QuantConnect reported success: false from {source}: {shown}")
-    if "versions" not in document:
-        raise PayloadError(f'the response from {source} has no "versions" list')
-    items = document["versions"]
-    if not isinstance(items, list):
-        raise PayloadError(
-            f'the response from {source} has "versions" as a JSON {_json_type(items)}, not a list'
-        )
-    texts = getattr(document, "item_texts", None) or [None] * len(items)
-    unchanged = unchanged or {}
-
-    versions: list[Version] = []
-    first_index: dict[int, int] = {}
-    for index, (item, text) in enumerate(zip(items, texts)):
-        stored = unchanged.get(item.get("id")) if type(item) is dict else None
-        if type(item) is KnownItem:  # parse_json matched it with a stored text
-            version = Version(item.id, None, None, item.text)
-        elif stored is not None and stored == (text if type(stored) is str else item):
-            version = Version(item["id"], None, item, text)
-        else:
-            version = _validate_item(item, index, source, text)
-        earlier = first_index.setdefault(version.id, index)
-        if earlier != index:
-            raise PayloadError(
-                f"{source}: versions[{index}] (id {version.id}) repeats the id of versions[{earlier}]"
-            )
-        versions.append(version)
-    return versions
-
-
-def _validate_item(item: Any, index: int, source: str, text: str | None = None) -> Version:
-    # The hot path of a sync (once per version): messages are built only on error.
-    if type(item) is not dict:
-        raise PayloadError(f"{source}: versions[{index}] is a JSON {_json_type(item)}, not an object")
+def _explain(item: dict, where: str) -> PayloadError | None:
+    """The message for an item the Item struct refused: the first bad field, in column order."""
     id_ = item.get("id")
-    if type(id_) is not int or not -INT32 <= id_ < INT32:  # bool is a subclass of int: rejected too
-        raise PayloadError(_id_problem(item, id_, f"{source}: versions[{index}]"))
-
-    get = item.get
-    name, description, ref = get("name"), get("description"), get("ref")
-    lean_hash, cloud_hash = get("leanHash"), get("leanCloudHash")
-    public, created = get("public"), get("created")
-    if not (type(name) in _TEXT and type(description) in _TEXT and type(ref) in _TEXT
-            and type(lean_hash) in _TEXT and type(cloud_hash) in _TEXT):
-        for key in ("name", "description", "ref", "leanHash", "leanCloudHash"):
-            value = item.get(key)
-            if type(value) not in _TEXT:
-                raise PayloadError(
-                    f'{source}: versions[{index}] (id {id_}): field "{key}" is a JSON {_json_type(value)}, '
-                    f"not a string: {_short(value)}"
-                )
-
-    if public is not None and type(public) is not bool:
-        if type(public) is int and public in (0, 1):
-            public = bool(public)
-        else:
-            raise PayloadError(
-                f'{source}: versions[{index}] (id {id_}): field "public" is not a boolean or 0/1: {_short(public)}'
-            )
-
-    if created is not None:
-        if type(created) is not str:
-            raise PayloadError(
-                f'{source}: versions[{index}] (id {id_}): field "created" is a JSON {_json_type(created)}, '
-                f"not a timestamp string: {_short(created)}"
-            )
-        try:
-            created = parse_created(created)
-        except ValueError:
-            raise PayloadError(
-                f'{source}: versions[{index}] (id {id_}): field "created" is not a valid timestamp: {created!r}'
-            ) from None
-
-    # PostgreSQL can store no NUL character (\u0000), in text or jsonb: refuse it
-    # on every backend, so both keep the same history. The text test is cheap.
-    if ("\\u0000" in text if text is not None else True) and _holds_nul(item):
-        raise PayloadError(
-            f"{source}: versions[{index}] (id {id_}): a string holds a NUL character (\\u0000), "
-            "which the database cannot store"
-        )
-    return Version(id_, (name, description, ref, lean_hash, cloud_hash, public, created), item, text)
+    if "id" not in item:
+        return PayloadError(f'{where} has no "id"')
+    if type(id_) is not int:
+        return PayloadError(f'{where}: field "id" is a JSON {_json_type(id_)}, not an integer: {id_!r}')
+    if not -INT32 <= id_ < INT32:
+        return PayloadError(f'{where}: field "id" is out of range: {id_}')
+    where = f"{where} (id {id_})"
+    for key in ("name", "description", "ref", "leanHash", "leanCloudHash"):
+        value = item.get(key)
+        if value is not None and type(value) is not str:
+            return PayloadError(
+                f'{where}: field "{key}" is a JSON {_json_type(value)}, not a string: {_short(value)}')
+    public = item.get("public")
+    if public is not None and type(public) is not bool and not (type(public) is int and public in (0, 1)):
+        return PayloadError(f'{where}: field "public" is not a boolean or 0/1: {_short(public)}')
+    created = item.get("created")
+    if created is not None and type(created) is not str:
+        return PayloadError(
+            f'{where}: field "created" is a JSON {_json_type(created)}, not a timestamp string: {_short(created)}')
+    return None
 
 
 def _holds_nul(value: Any) -> bool:
@@ -289,26 +220,24 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-def _id_problem(item: dict, id_: Any, where: str) -> str:
-    if "id" not in item:
-        return f'{where} has no "id"'
-    if type(id_) is not int:
-        return f'{where}: field "id" is a JSON {_json_type(id_)}, not an integer: {id_!r}'
-    return f'{where}: field "id" is out of range: {id_}'
+def _without_bom(data):
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    if isinstance(data, bytes) and data[:3] == BOM:
+        return data[3:]
+    return data  # a msgspec.Raw slice: inside the body, after any BOM
 
 
-def encode_raw(raw: dict) -> str:
-    return json.dumps(raw)
+def _not_json(data, source: str) -> PayloadError:
+    text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
+    head = " ".join(text[:40].split())
+    kind = "HTML" if head.startswith("<") else "not JSON"
+    return PayloadError(f"the response from {source} is {kind} (it starts with {head!r})")
 
 
-def raw_text(version: Version) -> str:
-    """The JSON text a version's raw object is stored as: as sent, when known."""
-    return version.text if version.text is not None else encode_raw(version.raw)
-
-
-def fields_of(raw: dict) -> tuple:
-    """The seven modelled fields of a raw object that was validated when stored."""
-    return _validate_item(raw, 0, "stored raw").fields
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def _json_type(value: Any) -> str:
@@ -328,5 +257,5 @@ def _json_type(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value)  # the messages' established spelling ("a", "b")
     return text if len(text) <= 60 else text[:57] + "..."

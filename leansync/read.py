@@ -63,18 +63,21 @@ EVENT_KINDS = ("new_version", "changed", "removed", "restored", "new_hash")
 
 # The columns each listing returns, in output order: what JSON and CSV
 # export. (Not writer.py's *_COLUMNS, which are what a sync inserts.)
-# Listings of a table carry every column it has, raw included.
-VERSION_LISTING_COLUMNS = tuple(c.name for c in lean_version.columns)
-AS_OF_LISTING_COLUMNS = ("id", *API_FIELDS, "valid_from", "valid_to")
+# Listings of a table carry every column it has, raw included (lean_version:
+# raw_digest is left out, and last_seen_at computed: see _last_seen).
+VERSION_LISTING_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
+# A state is its seven fields and `extra`, the object's other keys.
+AS_OF_LISTING_COLUMNS = ("id", *API_FIELDS, "extra", "valid_from", "valid_to")
 STATE_LISTING_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields", "changes",
-                         *API_FIELDS, "sync_run_id")
+                         *API_FIELDS, "extra", "sync_run_id")
 HASH_LISTING_COLUMNS = tuple(c.name for c in lean_hash.columns)
-EVENT_LISTING_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "hash_kind", "hash",
-                         "sync_run_id")
+EVENT_LISTING_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "extra", "hash_kind",
+                         "hash", "sync_run_id")
 RUN_LISTING_COLUMNS = tuple(c.name for c in sync_run.columns)
 
 V = lean_version.c
 H = lean_version_history.c
+STATE_COLUMNS = (*API_FIELDS, "extra")  # what a history row says of the version's object
 E = lean_version_event.c
 
 
@@ -93,16 +96,38 @@ def _rows(result, columns) -> list[dict]:
     return [{name: row._mapping.get(name) for name in columns} for row in result]
 
 
+def _last_seen():
+    """When a version was last seen: the newest successful run while it was listed.
+
+    Every successful run sees every listed version, so for a listed one that
+    is the newest successful run; for a removed one, the newest that started
+    before its removed_at (docs/sql.md has the same SQL).
+    """
+    r = sync_run.alias("seen")
+    return (
+        select(func.max(r.c.started_at))
+        .where(r.c.status == "success", or_(V.removed_at.is_(None), r.c.started_at < V.removed_at))
+        .scalar_subquery()
+        .label("last_seen_at")
+    )
+
+
+def _version_columns() -> list:
+    """lean_version's columns as the listings show them."""
+    return [_last_seen() if name == "last_seen_at" else V[name] for name in VERSION_LISTING_COLUMNS]
+
+
 def versions(conn: Connection, *, which: str = "listed", public: bool | None = None,
              limit: int | None = None) -> list[dict]:
     """Versions newest id first: ``which`` is listed (the default), all, or removed."""
     if which == "listed":
         source = lean_version_current.c  # it has no removed_at: _rows fills in None
+        stmt = select(*[source[name] for name in VERSION_LISTING_COLUMNS if name in source])
     elif which in ("all", "removed"):
         source = V
+        stmt = select(*_version_columns())
     else:
         raise ValueError(which)
-    stmt = select(*[source[name] for name in VERSION_LISTING_COLUMNS if name in source])
     if which == "removed":
         stmt = stmt.where(V.removed_at.is_not(None))
     if public is not None:
@@ -114,7 +139,7 @@ def versions(conn: Connection, *, which: str = "listed", public: bool | None = N
 def versions_as_of(conn: Connection, when: datetime, *, public: bool | None = None,
                    limit: int | None = None) -> list[dict]:
     """The list as it was at ``when``, from lean_version_history, newest id first."""
-    stmt = select(H.version_id.label("id"), *[H[f] for f in API_FIELDS], H.valid_from, H.valid_to).where(
+    stmt = select(H.version_id.label("id"), *[H[f] for f in API_FIELDS], H.extra, H.valid_from, H.valid_to).where(
         H.valid_from <= when, or_(H.valid_to.is_(None), H.valid_to > when)
     )
     if public is not None:
@@ -124,15 +149,27 @@ def versions_as_of(conn: Connection, when: datetime, *, public: bool | None = No
 
 
 def _field_changes(old: dict | None, new: dict, changed_fields: str | None) -> dict | None:
-    """{field: {"old": ..., "new": ...}} for the fields a state changed."""
+    """{field: {"old": ..., "new": ...}} for the fields and other keys a state changed.
+
+    ``old`` and ``new`` hold the seven fields and ``extra``. An other key that
+    was added has no "old", one that was removed no "new" (a key sent as null
+    is there, with the value null).
+    """
     if old is None or not changed_fields:
         return None
-    return {name: {"old": old[name], "new": new[name]} for name in changed_fields.split(",")}
+    out = {}
+    for name in changed_fields.split(","):
+        if name in API_FIELDS:
+            out[name] = {"old": old[name], "new": new[name]}
+        else:
+            before, after = old["extra"] or {}, new["extra"] or {}
+            out[name] = {side: keys[name] for side, keys in (("old", before), ("new", after)) if name in keys}
+    return out
 
 
 def version_summary(conn: Connection, version_id: int) -> dict:
     """One version's lean_version row, as ``versions --all`` lists it."""
-    rows = _rows(conn.execute(select(lean_version).where(V.id == version_id)), VERSION_LISTING_COLUMNS)
+    rows = _rows(conn.execute(select(*_version_columns()).where(V.id == version_id)), VERSION_LISTING_COLUMNS)
     if not rows:
         raise NotFound(version_id)
     return rows[0]
@@ -167,6 +204,7 @@ def version_states(conn: Connection, version_id: int) -> list[dict]:
             "changed_fields": s["changed_fields"],
             "changes": _field_changes(previous, s, s["changed_fields"]),
             **{name: s[name] for name in API_FIELDS},
+            "extra": s["extra"],
             "sync_run_id": s["sync_run_id"],
         })
     return out
@@ -194,9 +232,9 @@ def events(conn: Connection, *, since: datetime, until: datetime | None = None) 
     old = lean_version_history.alias("old_state")
     stmt = (
         select(
-            *[E[name] for name in EVENT_LISTING_COLUMNS if name != "changes"],
-            *[new.c[f].label(f"new_{f}") for f in API_FIELDS],
-            *[old.c[f].label(f"old_{f}") for f in API_FIELDS],
+            *[E[name] for name in EVENT_LISTING_COLUMNS if name not in ("changes", "extra")],
+            *[new.c[f].label(f"new_{f}") for f in STATE_COLUMNS],
+            *[old.c[f].label(f"old_{f}") for f in STATE_COLUMNS],
             old.c.id.label("old_id"),
         )
         .select_from(
@@ -211,10 +249,11 @@ def events(conn: Connection, *, since: datetime, until: datetime | None = None) 
     out = []
     for row in conn.execute(stmt):
         m = row._mapping
-        old_values = {f: m[f"old_{f}"] for f in API_FIELDS} if m["old_id"] is not None else None
-        new_values = {f: m[f"new_{f}"] for f in API_FIELDS}
-        changes = _field_changes(old_values, new_values, m["changed_fields"])
-        out.append({name: changes if name == "changes" else m[name] for name in EVENT_LISTING_COLUMNS})
+        old_values = {f: m[f"old_{f}"] for f in STATE_COLUMNS} if m["old_id"] is not None else None
+        new_values = {f: m[f"new_{f}"] for f in STATE_COLUMNS}
+        computed = {"changes": _field_changes(old_values, new_values, m["changed_fields"]),
+                    "extra": new_values["extra"]}
+        out.append({name: computed[name] if name in computed else m[name] for name in EVENT_LISTING_COLUMNS})
     return out
 
 

@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, func, select
 
 from leansync.database import database_errors, ensure_schema, require_schema
-from leansync.diff import Plan, check_mass_removal, hash_candidates, new_hashes, plan_sync, plan_versions
+from leansync.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
 from leansync.errors import DatabaseError, GuardError, LeansyncError
 from leansync.lock import run_lock
 from leansync.models import sync_run, utcnow
-from leansync.payload import parse_json, validate_document
-from leansync.writer import apply_plan, finish_run, insert_run, read_hashes, read_versions
+from leansync.payload import split_items
+from leansync.writer import apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
         try:
             body = source.fetch()
             with database_errors(url), engine.begin() as conn:
-                plan = plan_against(conn, body, source=source.label)  # parses and validates too
+                plan = plan_against(conn, body, source=source.label)  # decodes and validates too
+                del body  # the plan holds what is written: the response's memory goes before the writes
                 check_mass_removal(plan, allow=allow_mass_removal)
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
@@ -67,17 +68,22 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
     return SyncResult(plan=plan, run_id=run_id)
 
 
-def plan_against(conn: Connection, body: bytes, *, source: str) -> Plan:
-    """Parse and validate a response body and plan what brings the database in line with it."""
-    stored = read_versions(conn)
-    listed = [s for s in stored if not s.removed]
-    # Items exactly as stored (SQLite keeps the text) are recognised, not parsed again.
-    document = parse_json(body, source=source, known={s.raw: s.id for s in listed if type(s.raw) is str})
-    # Items identical to their stored raw were validated when stored.
-    incoming = validate_document(document, source=source, unchanged={s.id: s.raw for s in listed})
-    plan = plan_versions(stored=stored, incoming=incoming)
-    # Known hashes matter only if some version is new, changed or back.
-    plan.new_hashes = new_hashes(plan, read_hashes(conn) if hash_candidates(plan) else set())
+def plan_against(conn: Connection | None, body: bytes, *, source: str) -> Plan:
+    """Split, decode what changed and plan what brings the database in line with the response.
+
+    ``conn`` None: there is no database yet, everything is new. Items whose
+    digest is a listed version's stored one are never decoded; the stored
+    state is read only for the ids of the others (see leansync.diff).
+    """
+    items = split_items(body, source=source)
+    index = read_index(conn) if conn is not None else StoredIndex({}, set(), set())
+    sorted_items = sort_items(items, index=index, source=source)
+    ids = [v.id for v in sorted_items.decoded if v.id in index.listed or v.id in index.removed]
+    stored = read_stored(conn, ids) if ids else {}
+    plan = plan_versions(index=index, items=sorted_items, stored=stored)
+    # Hashes come with versions: with none stored, none is known.
+    stored_any = bool(index.listed or index.removed)
+    plan.new_hashes = new_hashes(plan, read_known_hashes(conn, plan) if stored_any else set())
     return plan
 
 
@@ -112,8 +118,7 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
         with database_errors(str(engine.url)), engine.connect() as conn:
             plan = plan_against(conn, body, source=source.label)
     else:
-        incoming = validate_document(parse_json(body, source=source.label), source=source.label)
-        plan = plan_sync(stored=[], known_hashes=set(), incoming=incoming)
+        plan = plan_against(None, body, source=source.label)
     try:
         check_mass_removal(plan, allow=allow_mass_removal)
     except GuardError as exc:

@@ -1,8 +1,21 @@
 """The database side of a run: read the stored state, apply a plan.
 
-Every statement here runs once per run (an executemany counts once), however
-many versions there are: tests/test_statements.py counts them. The caller
-owns the transaction, so a run lands whole or not at all.
+Every statement here runs once per run (an executemany or a COPY counts
+once), however many versions there are: tests/test_statements.py counts
+them. The caller owns the transaction, so a run lands whole or not at all.
+
+Reads: ``read_index`` (id, raw_digest, removed of every version: all a run
+whose response matches the stored state needs), then, only for the ids of the
+items that had to be decoded, ``read_stored`` (their state) and
+``read_known_hashes`` (which of their hashes are known).
+
+Writes (``apply_plan``): the run's new lean_version rows from Python in one
+executemany (SQLite) or COPY (PostgreSQL), its changed ones in one
+executemany UPDATE. Everything else is set-based SQL over the rows just
+written, with the ids concerned as one array parameter: closing history
+rows, marking removals, opening history rows (INSERT ... SELECT, extra taken
+from the raw just written) and first-seen hashes (INSERT ... SELECT ... GROUP
+BY). A run with nothing to write writes nothing but its sync_run row.
 
 The bulk statements go to the driver directly (``exec_driver_sql``) with
 values already in the driver's form (see ``Codec``): SQLAlchemy's per-value
@@ -10,34 +23,33 @@ type processing would otherwise cost several times the database's own work
 at 100,000 versions (benchmarks/README.md).
 """
 
+import json
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, Table, insert, update
+import msgspec
+from sqlalchemy import Connection, insert, update
 
-from leansync.diff import Plan, StoredVersion
+from leansync.diff import HASH_KINDS, Plan, StoredIndex, StoredVersion, candidate_hashes, index_versions
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import raw_text
+from leansync.payload import MODELLED_KEYS
 
 CREATED = API_FIELDS.index("created")
-HISTORY_COLUMNS = ("version_id", *API_FIELDS, "valid_from", "valid_to", "changed_fields", "sync_run_id")
-VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
-HASH_COLUMNS = ("kind", "hash", "first_seen_at", "first_version_id", "sync_run_id")
+FIELD_LIST = ", ".join(API_FIELDS)
+VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at", "raw", "raw_digest")
 
 
 class Codec:
     """Python values <-> what the DBAPI driver of one backend takes and returns.
 
-    Mirrors leansync.models.UTCDateTime and RawJSON: SQLite keeps UTC
-    timestamps as text ``YYYY-MM-DD HH:MM:SS.ffffff`` and JSON as text;
-    PostgreSQL (psycopg) takes aware datetimes and jsonb.
+    Mirrors leansync.models.UTCDateTime, RawJSON and ExtraJSON: SQLite keeps
+    UTC timestamps as text ``YYYY-MM-DD HH:MM:SS.ffffff`` and JSON as text;
+    PostgreSQL (psycopg) takes and returns aware datetimes, and jsonb.
     """
 
     def __init__(self, dialect_name: str):
         self.sqlite = dialect_name == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
-
-    def placeholder(self, column: str) -> str:
-        return "%s::jsonb" if column == "raw" and not self.sqlite else self.mark
 
     def timestamp(self, value: datetime | None):
         if value is None or not self.sqlite:
@@ -48,37 +60,78 @@ class Codec:
         # without the "+00:00" that isoformat adds.
         return value.isoformat(" ", "microseconds")[:26]
 
+    def read_timestamp(self, value) -> datetime | None:
+        if value is None or not self.sqlite:
+            return value
+        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
     def fields(self, fields: tuple) -> tuple:
-        """The seven API fields, ``created`` converted."""
+        """The seven API fields, ``created`` converted (once per version written: kept lean)."""
         created = fields[CREATED]
         if created is None or not self.sqlite:
             return fields
-        return (*fields[:CREATED], self.timestamp(created), *fields[CREATED + 1:])
+        if created.tzinfo is not timezone.utc:
+            created = created.astimezone(timezone.utc)
+        return (*fields[:CREATED], created.isoformat(" ", "microseconds")[:26], *fields[CREATED + 1:])
+
+    def read_fields(self, row: tuple) -> tuple:
+        """The seven API fields as read (SQLite: created is text, public 0/1)."""
+        if not self.sqlite:
+            return tuple(row)
+        public, created = row[CREATED - 1], row[CREATED]
+        return (*row[:CREATED - 1], None if public is None else bool(public), self.read_timestamp(created))
+
+    def read_json(self, value) -> object:
+        return msgspec.json.decode(value) if self.sqlite and value is not None else value
+
+    def value_list(self, values: Iterable):
+        """Values as one parameter: a JSON array for SQLite's json_each, an array for PostgreSQL."""
+        return json.dumps(list(values)) if self.sqlite else list(values)
+
+    def in_list(self) -> str:
+        """SQL for "in the list given as one parameter" (see id_list)."""
+        return f"IN (SELECT value FROM json_each({self.mark}))" if self.sqlite else f"= ANY({self.mark})"
 
 
-def _insert_sql(table: Table, columns: tuple[str, ...], codec: Codec) -> str:
-    marks = ", ".join(codec.placeholder(c) for c in columns)
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+def read_index(conn: Connection) -> StoredIndex:
+    """(id, raw_digest, removed) of every stored version: one query, no JSON."""
+    result = conn.exec_driver_sql(f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name}")
+    try:  # the driver's own tuples: SQLAlchemy's rows would cost more than the query here
+        return index_versions(result.cursor.fetchall())
+    finally:
+        result.close()
 
 
-def read_versions(conn: Connection) -> list[StoredVersion]:
-    """The stored versions, for the diff.
+def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, StoredVersion]:
+    """The stored state of the given ids (those that are stored): the seven fields,
+    the removed flag and the newest history row's extra. One query."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    codec = Codec(conn.dialect.name)
+    fields = ", ".join(f"v.{name}" for name in API_FIELDS)
+    newest = (f"(SELECT n.id FROM {lean_version_history.name} n WHERE n.version_id = v.id "
+              "ORDER BY n.valid_from DESC, n.id DESC LIMIT 1)")
+    rows = conn.exec_driver_sql(
+        f"SELECT v.id, {fields}, v.removed_at IS NOT NULL, h.extra FROM {lean_version.name} v "
+        f"LEFT JOIN {lean_version_history.name} h ON h.id = {newest} WHERE v.id {codec.in_list()}",
+        (codec.value_list(ids),),
+    ).all()
+    return {row[0]: StoredVersion(row[0], codec.read_fields(row[1:8]), codec.read_json(row[9]), bool(row[8]))
+            for row in rows}
 
-    Only id, raw (JSON text on SQLite, decoded jsonb on PostgreSQL) and the
-    removed flag are read: the diff derives the seven fields from raw for the
-    few versions whose raw object changed.
-    """
-    rows = conn.exec_driver_sql(f"SELECT id, raw, removed_at IS NOT NULL FROM {lean_version.name}").all()
-    return [StoredVersion(vid, None, raw, bool(removed)) for vid, raw, removed in rows]
 
-
-def read_hashes(conn: Connection) -> set[tuple[str, str]]:
-    return {(kind, value) for kind, value in conn.exec_driver_sql(f"SELECT kind, hash FROM {lean_hash.name}").all()}
-
-
-def read_state(conn: Connection) -> tuple[list[StoredVersion], set[tuple[str, str]]]:
-    """The stored versions and the hashes already known."""
-    return read_versions(conn), read_hashes(conn)
+def read_known_hashes(conn: Connection, plan: Plan) -> set[tuple[str, str]]:
+    """Which of the hashes the plan's new states carry are already in lean_hash."""
+    codec = Codec(conn.dialect.name)
+    candidates = candidate_hashes(plan)
+    if not any(candidates.values()):
+        return set()
+    parts, params = [], []
+    for kind, values in candidates.items():
+        parts.append(f"SELECT kind, hash FROM {lean_hash.name} WHERE kind = {codec.mark} AND hash {codec.in_list()}")
+        params += [kind, codec.value_list(values)]
+    return {(kind, value) for kind, value in conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params)).all()}
 
 
 def insert_run(conn: Connection, *, started_at: datetime, source: str, status: str,
@@ -93,6 +146,21 @@ def finish_run(conn: Connection, run_id: int, *, finished_at: datetime) -> None:
     conn.execute(update(sync_run).where(sync_run.c.id == run_id).values(finished_at=finished_at))
 
 
+def _bulk(conn: Connection, codec: Codec, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Many rows into a table: executemany on SQLite, COPY on PostgreSQL."""
+    if codec.sqlite:
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        return
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
+
+
 def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> None:
     """Write the plan; every row written carries ``now``, the run's timestamp."""
     codec = Codec(conn.dialect.name)
@@ -100,48 +168,71 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
     m = codec.mark
     run = conn.exec_driver_sql
 
-    # Each written version's fields in the driver's form, converted once.
-    inserted = [(v, codec.fields(v.fields)) for v in plan.inserted]
-    changes = [(c, codec.fields(c.version.fields)) for c in plan.updated + plan.restored]
+    if plan.inserted:
+        _bulk(conn, codec, lean_version.name, VERSION_COLUMNS,
+              [(v.id, *codec.fields(v.fields), ts, ts, None, v.raw, v.digest) for v in plan.inserted])
 
-    if inserted:
-        run(_insert_sql(lean_version, VERSION_COLUMNS, codec),
-            [(v.id, *fields, ts, ts, ts, None, raw_text(v)) for v, fields in inserted])
-
+    changes = [(c.version, ts) for c in plan.updated + plan.restored] + [(v, None) for v in plan.raw_refreshed]
     if changes:
-        # Updates and restores: new fields, back on the list; updated_at moves
-        # only when a modelled field changed (a restore may change nothing).
+        # New states move updated_at and bring a version back; a refresh keeps the newest bytes only.
         assignments = ", ".join(f"{name} = {m}" for name in API_FIELDS)
-        run(
-            f"UPDATE {lean_version.name} SET {assignments}, raw = {codec.placeholder('raw')}, "
-            f"removed_at = NULL, updated_at = COALESCE({m}, updated_at) WHERE id = {m}",
-            [(*fields, raw_text(c.version), ts if c.changed_fields else None, c.version.id) for c, fields in changes],
-        )
+        raw = "?" if codec.sqlite else "%s::jsonb"
+        run(f"UPDATE {lean_version.name} SET {assignments}, raw = {raw}, raw_digest = {m}, removed_at = NULL, "
+            f"updated_at = COALESCE({m}, updated_at) WHERE id = {m}",
+            [(*codec.fields(v.fields), v.raw, v.digest, moment, v.id) for v, moment in changes])
 
-    # Close the open history row of every changed or removed version.
+    # Everything else is set-based SQL over the lean_version rows just written.
     closing = [c.version.id for c in plan.updated] + plan.removed
     if closing:
-        run(f"UPDATE {lean_version_history.name} SET valid_to = {m} WHERE version_id = {m} AND valid_to IS NULL",
-            [(ts, vid) for vid in closing])
-
+        run(f"UPDATE {lean_version_history.name} SET valid_to = {m} WHERE valid_to IS NULL "
+            f"AND version_id {codec.in_list()}", (ts, codec.value_list(closing)))
     if plan.removed:
-        run(f"UPDATE {lean_version.name} SET removed_at = {m} WHERE id = {m}", [(ts, vid) for vid in plan.removed])
+        run(f"UPDATE {lean_version.name} SET removed_at = {m} WHERE id {codec.in_list()}",
+            (ts, codec.value_list(plan.removed)))
 
-    opening = [(v.id, fields, None) for v, fields in inserted] + [
-        (c.version.id, fields, ",".join(c.changed_fields) or None) for c, fields in changes
-    ]
-    if opening:
-        run(_insert_sql(lean_version_history, HISTORY_COLUMNS, codec),
-            [(vid, *fields, ts, None, changed, run_id) for vid, fields, changed in opening])
-
-    if plan.raw_refreshed:
-        # Fields the schema does not model changed: keep the newest raw object.
-        run(f"UPDATE {lean_version.name} SET raw = {codec.placeholder('raw')} WHERE id = {m}",
-            [(raw_text(v), v.id) for v in plan.raw_refreshed])
-
-    # Every listed version was seen now; removed ones keep their last sighting.
-    run(f"UPDATE {lean_version.name} SET last_seen_at = {m} WHERE removed_at IS NULL", (ts,))
+    states = [(v.id, None) for v in plan.inserted]
+    states += [(c.version.id, ",".join(c.changed_fields) or None) for c in plan.updated + plan.restored]
+    if not states:
+        return
+    new_states, changed_fields, params = _new_states(codec, states)
+    fields = ", ".join(f"v.{name}" for name in API_FIELDS)
+    run(f"INSERT INTO {lean_version_history.name} (version_id, {FIELD_LIST}, valid_from, valid_to, "
+        f"changed_fields, sync_run_id, extra) SELECT v.id, {fields}, {m}, NULL, {changed_fields}, {m}, "
+        f"{_extra_of_raw(codec)} {new_states}", (ts, run_id, *params))
 
     if plan.new_hashes:
-        run(_insert_sql(lean_hash, HASH_COLUMNS, codec),
-            [(h.kind, h.hash, ts, h.first_version_id, run_id) for h in plan.new_hashes])
+        # The lowest id carrying each hash not seen before: what diff.new_hashes planned.
+        parts = [f"SELECT '{kind}', v.{column}, {m}, MIN(v.id), {m} {new_states} AND v.{column} <> '' "
+                 f"AND NOT EXISTS (SELECT 1 FROM {lean_hash.name} x WHERE x.kind = '{kind}' "
+                 f"AND x.hash = v.{column}) GROUP BY v.{column}"
+                 for kind, column in ((kind, API_FIELDS[position]) for kind, position in HASH_KINDS)]
+        result = run(f"INSERT INTO {lean_hash.name} (kind, hash, first_seen_at, first_version_id, sync_run_id) "
+                     + " UNION ALL ".join(parts), (ts, run_id, *params) * len(parts))
+        if result.rowcount != len(plan.new_hashes):  # the plan was shown and counted: it must be what lands
+            raise RuntimeError(f"planned {len(plan.new_hashes)} new hashes, wrote {result.rowcount}")
+
+
+def _new_states(codec: Codec, states: list[tuple[int, str | None]]) -> tuple[str, str, tuple]:
+    """SQL selecting the rows just written for the run's new states, with each one's
+    changed_fields: (FROM ... WHERE ..., the changed_fields expression, parameters).
+
+    The (id, changed_fields) pairs are one parameter: a JSON array for SQLite's
+    json_each (CROSS JOIN: SQLite then loops over the pairs, not over every
+    version), two arrays for PostgreSQL's unnest.
+    """
+    if codec.sqlite:
+        return (f"FROM json_each(?) s CROSS JOIN {lean_version.name} v WHERE v.id = json_extract(s.value, '$[0]')",
+                "json_extract(s.value, '$[1]')", (json.dumps(states),))
+    ids, changed = zip(*states)
+    return (f"FROM unnest(%s::integer[], %s::text[]) AS s(id, changed_fields), {lean_version.name} v "
+            "WHERE v.id = s.id", "s.changed_fields", (list(ids), list(changed)))
+
+
+def _extra_of_raw(codec: Codec) -> str:
+    """SQL for a state's extra: the just-written raw without id and the seven keys; NULL when that leaves {}."""
+    keys = sorted(MODELLED_KEYS)
+    if codec.sqlite:
+        paths = ", ".join(f"'$.{key}'" for key in keys)
+        return f"NULLIF(json_remove(v.raw, {paths}), '{{}}')"
+    names = ", ".join(f"'{key}'" for key in keys)
+    return f"NULLIF(v.raw - ARRAY[{names}]::text[], '{{}}'::jsonb)"

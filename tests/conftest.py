@@ -179,6 +179,20 @@ def tag_versions() -> list[dict]:
 
 
 @pytest.fixture
+def ten(tag_versions):
+    """The ten newest tags."""
+    return tag_versions[:10]
+
+
+@pytest.fixture
+def synced(run, database_url, write_response, ten):
+    """The test's database after a sync of ``ten``; its URL."""
+    result = run("sync", "--from-file", write_response(ten))
+    assert result.exit_code == 0, result.stderr
+    return database_url
+
+
+@pytest.fixture
 def write_response(tmp_path):
     """Write a response document to a file and return its path."""
     counter = iter(range(10**6))

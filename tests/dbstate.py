@@ -16,7 +16,7 @@ from leansync.database import make_engine
 from leansync.models import lean_hash, lean_version, lean_version_history, sync_run
 
 TIMESTAMP_COLUMNS = {
-    "lean_version": ("first_seen_at", "last_seen_at", "updated_at", "removed_at"),
+    "lean_version": ("first_seen_at", "updated_at", "removed_at"),
     "lean_hash": ("first_seen_at",),
     "lean_version_history": ("valid_from", "valid_to"),
 }
@@ -177,8 +177,9 @@ INVARIANTS = {
     "a version's first_seen_at is not its first history row":
         "SELECT count(*) FROM lean_version v WHERE v.first_seen_at IS DISTINCT FROM "
         "(SELECT min(h.valid_from) FROM lean_version_history h WHERE h.version_id = v.id)",
-    "updated_at is not between first_seen_at and last_seen_at":
-        "SELECT count(*) FROM lean_version WHERE NOT (first_seen_at <= updated_at AND updated_at <= last_seen_at)",
+    "a version's updated_at is not its newest history row's start":
+        "SELECT count(*) FROM lean_version v WHERE v.updated_at IS DISTINCT FROM "
+        "(SELECT max(h.valid_from) FROM lean_version_history h WHERE h.version_id = v.id)",
     "a hash is not from a successful run, at its start":
         "SELECT count(*) FROM lean_hash h LEFT JOIN sync_run r ON r.id = h.sync_run_id "
         "WHERE r.id IS NULL OR r.status <> 'success' OR h.first_seen_at <> r.started_at",

@@ -56,6 +56,11 @@ ITEM_CASES = [
      'versions[2]: field "id" is a JSON number, not an integer: 17000.0'),
     ("duplicate-id", lambda t: _item(t, 2, id=t[0]["id"]),
      "versions[2] (id {id0}) repeats the id of versions[0]"),
+    # versions[1] is stored unchanged: recognised by its digest, never decoded, its id still counts.
+    ("duplicate-identical-unchanged", lambda t: dict(t[1]),
+     "versions[2] (id {id1}) repeats the id of versions[1]"),
+    ("duplicate-of-an-unchanged-item", lambda t: _item(t, 1, description="another"),
+     "versions[2] (id {id1}) repeats the id of versions[1]"),
     ("created-unparseable", lambda t: _item(t, 2, created="last Tuesday"),
      "versions[2] (id {id2}): field \"created\" is not a valid timestamp: 'last Tuesday'"),
     ("created-number", lambda t: _item(t, 2, created=1679431548),
@@ -119,7 +124,8 @@ def test_bad_item_fails_naming_index_id_and_field(synced, run, database_url, tmp
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(_document(tag_versions, build(tag_versions))))
     result = run("sync", "--from-file", path)
-    message = f"{path}: " + expected.format(id0=tag_versions[0]["id"], id2=tag_versions[2]["id"])
+    message = f"{path}: " + expected.format(id0=tag_versions[0]["id"], id1=tag_versions[1]["id"],
+                                            id2=tag_versions[2]["id"])
     assert_failed_cleanly(result, database_url, synced, message)
 
 

@@ -10,18 +10,8 @@ import json
 
 import pytest
 
-from dbstate import check_invariants, data_tables, runs
-
-
-@pytest.fixture
-def ten(tag_versions):
-    return tag_versions[:10]
-
-
-@pytest.fixture
-def synced(run, write_response, ten):
-    result = run("sync", "--from-file", write_response(ten))
-    assert result.exit_code == 0, result.stderr
+from clitext import error_line
+from dbstate import check_invariants, data_tables, runs, snapshot
 
 
 def test_removing_exactly_half_is_allowed(synced, run, database_url, write_response, ten):
@@ -80,3 +70,44 @@ def test_first_run_with_an_empty_list_is_not_a_mass_removal(run, database_url, w
     result = run("sync", "--json", "--from-file", write_response([]))
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["versions_seen"] == 0
+
+
+# --- a dry run applies the guard, and still writes nothing --------------------------------------
+
+GUARD_MESSAGE = ("refusing to mark 10 of 10 listed versions as removed (more than half); if QuantConnect "
+                 "really withdrew them, run again with --allow-mass-removal")
+
+
+def test_dry_run_reports_a_run_the_guard_would_refuse(synced, run, write_response):
+    before = snapshot(synced)
+    result = run("sync", "--dry-run", "--json", "--from-file", write_response([]))
+    assert result.exit_code == 1
+    assert error_line(result.stderr) == GUARD_MESSAGE
+    document = json.loads(result.stdout)
+    assert (document["status"], document["run_id"], document["dry_run"]) == ("failed", None, True)
+    assert document["error"] == GUARD_MESSAGE
+    assert (document["versions_seen"], document["removed"]) == (0, 10)
+    assert [c["action"] for c in document["changes"]] == ["remove"] * 10
+    assert snapshot(synced) == before  # nothing written: not even a failed sync_run row
+
+
+@pytest.mark.sqlite_only
+def test_dry_run_human_output_says_the_run_would_be_refused(synced, run, write_response, ten):
+    before = snapshot(synced)
+    result = run("sync", "--dry-run", "-q", "--from-file", write_response(ten[:3]))
+    assert result.exit_code == 1
+    assert error_line(result.stderr).startswith("refusing to mark 7 of 10 listed versions as removed")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("dry run, nothing written; the mass-removal guard would refuse this run: "
+                               "3 versions listed; 0 new, 0 changed, 7 removed")
+    assert sum(line.startswith("  removed ") for line in lines) == 7
+    assert snapshot(synced) == before
+
+
+def test_dry_run_with_allow_mass_removal_plans_the_removal(synced, run, write_response):
+    before = snapshot(synced)
+    result = run("sync", "--dry-run", "--json", "--allow-mass-removal", "--from-file", write_response([]))
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["status"], document["removed"]) == ("dry_run", 10)
+    assert snapshot(synced) == before

@@ -6,20 +6,24 @@ pallets-eco/flask-alembic (compare_metadata on a live connection).
 """
 
 import gc
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from freezegun import freeze_time
 from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, text
 
 from leansync import database
-from leansync.models import metadata
+from leansync.models import UTCDateTime, metadata
+from leansync.timespec import format_utc
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "lean-versions-read.json"
@@ -350,3 +354,165 @@ def test_db_upgrade_creates_the_database_and_is_idempotent(database_url, run):
     assert second.exit_code == 0
     assert revision_of(database_url) == database.SCHEMA_HEAD
     assert schema_diff(database_url) == []
+
+
+# -- 0002 -> 0003 on a database with history ----------------------------------------
+
+T = [datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc) + timedelta(days=7 * n) for n in range(5)]
+BASE = {"name": "v2.5.{}", "description": "Release {}", "ref": "master", "leanHash": "{}a", "leanCloudHash": "{}b",
+        "public": True, "created": "2025-12-0{} 10:00:00"}
+
+
+def api_object(vid: int, **changes) -> dict:
+    return {"id": vid, **{key: value.format(vid) if isinstance(value, str) else value
+                          for key, value in BASE.items()}, **changes}
+
+
+def history_at_0002(url) -> dict[int, dict]:
+    """The rows a 0002-era leansync wrote for this history, written through SQL.
+
+    run 1 (T0): 1, 2, 3, 4 new; 1 carries "deprecated": false, 3 a nested "notes"
+    run 2 (T1): 2's leanHash changes; 3 is no longer listed
+    run 3 (T2): fails
+    run 4 (T3): 3 is back unchanged; 4 is no longer listed; 1 sends "deprecated": true
+                (0002 only refreshed raw: no new state)
+    Returns the last objects sent, by id.
+    """
+    migrate(url, database.upgrade, "0002")
+    notes = {"notes": {"tags": ["b", "a"], "weight": 1.5, "reviewer": None}}
+    first = {1: api_object(1, deprecated=False), 2: api_object(2), 3: api_object(3, **notes), 4: api_object(4)}
+    last = {**first, 1: api_object(1, deprecated=True), 2: api_object(2, leanHash="retagged")}
+    engine = engine_for(url)
+    sqlite = engine.dialect.name == "sqlite"
+    at = [t.replace(tzinfo=None) if sqlite else t for t in T]  # SQLite's DATETIME takes UTC wall times
+
+    def fields(obj: dict) -> dict:
+        created = datetime.fromisoformat(obj["created"])
+        return {"name": obj["name"], "description": obj["description"], "ref": obj["ref"],
+                "lean_hash": obj["leanHash"], "lean_cloud_hash": obj["leanCloudHash"], "public": obj["public"],
+                "created": created if sqlite else created.replace(tzinfo=timezone.utc)}
+
+    tables = MetaData()
+    tables.reflect(engine)
+    run_, version, history = (tables.tables[n] for n in ("sync_run", "lean_version", "lean_version_history"))
+    with engine.begin() as conn:
+        for n, (status, counts) in enumerate([
+            ("success", dict(versions_seen=4, inserted=4)),
+            ("success", dict(versions_seen=3, updated=1, unchanged=2, removed=1)),
+            ("failed", {}),
+            ("success", dict(versions_seen=3, unchanged=2, removed=1, restored=1)),
+        ], 1):
+            conn.execute(run_.insert().values(started_at=at[n - 1], finished_at=at[n - 1], status=status,
+                                              source="file", **counts))
+        timing = {1: (at[0], at[3], at[0], None), 2: (at[0], at[3], at[1], None),
+                  3: (at[0], at[3], at[0], None), 4: (at[0], at[1], at[0], at[3])}
+        for vid, (first_seen, last_seen, updated, removed) in timing.items():
+            conn.execute(version.insert().values(id=vid, **fields(last[vid]), first_seen_at=first_seen,
+                                                 last_seen_at=last_seen, updated_at=updated, removed_at=removed,
+                                                 raw=last[vid]))
+        for vid, obj, valid_from, valid_to, changed, run_id in [
+            (1, first[1], at[0], None, None, 1),
+            (2, first[2], at[0], at[1], None, 1),
+            (2, last[2], at[1], None, "lean_hash", 2),
+            (3, first[3], at[0], at[1], None, 1),
+            (3, first[3], at[3], None, None, 4),
+            (4, first[4], at[0], at[3], None, 1),
+        ]:
+            conn.execute(history.insert().values(version_id=vid, **fields(obj), valid_from=valid_from,
+                                                 valid_to=valid_to, changed_fields=changed, sync_run_id=run_id))
+    engine.dispose()
+    return last
+
+
+def query(url, sql) -> list[tuple]:
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+AS_OF_SQL = ("SELECT version_id, name, lean_hash, public FROM lean_version_history "
+             "WHERE valid_from <= '{0}' AND (valid_to IS NULL OR valid_to > '{0}') ORDER BY version_id")
+
+
+def as_of_answers(url) -> dict:
+    moments = [t + delta for t in T[:4] for delta in (timedelta(0), timedelta(hours=1))]
+    return {m: query(url, AS_OF_SQL.format(m.strftime("%Y-%m-%d %H:%M:%S.%f+00"))) for m in moments}
+
+
+def test_0003_keeps_a_history_fills_extra_and_last_seen(database_url, run, write_response):
+    last = history_at_0002(database_url)
+    as_of_before = as_of_answers(database_url)
+    last_seen_before = dict(query(database_url, "SELECT id, last_seen_at FROM lean_version"))
+    history_before = query(database_url, "SELECT id, version_id, valid_from, valid_to, changed_fields, sync_run_id "
+                                         "FROM lean_version_history ORDER BY id")
+
+    migrate(database_url, database.upgrade, "head")
+
+    assert schema_diff(database_url) == []
+    assert as_of_answers(database_url) == as_of_before
+    assert query(database_url, "SELECT id, version_id, valid_from, valid_to, changed_fields, sync_run_id "
+                               "FROM lean_version_history ORDER BY id") == history_before
+    # Open rows: the other keys of the stored object, SQL NULL when there are none; closed rows: NULL.
+    extra = {(vid, closed): value for vid, closed, value in query(
+        database_url, "SELECT version_id, valid_to IS NOT NULL, extra FROM lean_version_history")}
+    decoded = {key: json.loads(value) if isinstance(value, str) else value for key, value in extra.items()}
+    assert decoded == {(1, False): {"deprecated": True}, (2, True): None, (2, False): None, (3, True): None,
+                       (3, False): {"notes": {"tags": ["b", "a"], "weight": 1.5, "reviewer": None}},
+                       (4, True): None}
+    assert query(database_url, "SELECT count(*) FROM lean_version_history WHERE extra IS NULL") == [(4,)]
+    assert query(database_url, "SELECT count(*) FROM lean_version WHERE raw_digest IS NULL") == [(4,)]
+
+    # Last seen as before, from the CLI and the view; updated_at: the newest state's start (3's return).
+    listed = {r["id"]: r for r in json.loads(run("versions", "--all", "--format", "json").stdout)}
+    assert {vid: r["last_seen_at"] for vid, r in listed.items()} == {
+        vid: format_utc(_aware(seen)) for vid, seen in last_seen_before.items()}
+    assert dict(query(database_url, "SELECT id, 1 FROM lean_version_current")) == {1: 1, 2: 1, 3: 1}
+    assert {vid: _aware(seen) for vid, seen in query(
+        database_url, "SELECT id, last_seen_at FROM lean_version_current")} == {1: T[3], 2: T[3], 3: T[3]}
+    assert {vid: r["updated_at"] for vid, r in listed.items()} == {
+        1: format_utc(T[0]), 2: format_utc(T[1]), 3: format_utc(T[3]), 4: format_utc(T[0])}
+    shown = run("show", "4")
+    assert f"last seen {format_utc(T[1])}" in shown.stdout
+
+    # The next run decodes every item once (no digest yet), fills raw_digest and opens no state.
+    with freeze_time(T[4]):
+        result = run("sync", "--json", "--from-file", write_response(list(last.values())[:3]))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"status": "success", "run_id": 5, "versions_seen": 3, "inserted": 0,
+                                         "updated": 0, "unchanged": 3, "removed": 0, "restored": 0, "new_hashes": 0}
+    assert query(database_url, "SELECT count(*) FROM lean_version_history") == [(6,)]
+    assert query(database_url, "SELECT id FROM lean_version WHERE raw_digest IS NULL") == [(4,)]  # not listed
+
+
+def test_0003_downgrade_gives_last_seen_at_back(database_url):
+    history_at_0002(database_url)
+    before = query(database_url, "SELECT id, last_seen_at, removed_at, raw FROM lean_version ORDER BY id")
+    migrate(database_url, database.upgrade, "head")
+    migrate(database_url, database.downgrade, "0002")
+    assert query(database_url, "SELECT id, last_seen_at, removed_at, raw FROM lean_version ORDER BY id") == before
+    assert query(database_url, "SELECT id, last_seen_at FROM lean_version_current ORDER BY id") == [
+        row[:2] for row in before if row[2] is None]
+    assert schema_diff(database_url, at_0002()) == []
+
+
+def at_0002() -> MetaData:
+    """The models as they were at 0002: lean_version.last_seen_at, no raw_digest, no extra."""
+    old = MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
+        table.to_metadata(old)
+    version, history = old.tables["lean_version"], old.tables["lean_version_history"]
+    version._columns.remove(version.c.raw_digest)
+    history._columns.remove(history.c.extra)
+    version.append_column(Column("last_seen_at", UTCDateTime, nullable=False))
+    return old
+
+
+def _aware(value) -> datetime:
+    """A timestamp as read through plain SQL: text on SQLite, aware on PostgreSQL."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+

@@ -11,7 +11,17 @@ import pytest
 
 from leansync.errors import PayloadError
 from leansync.models import API_FIELDS
-from leansync.payload import FIELD_KEYS, INT32, parse_created, parse_json, validate_document
+from leansync.payload import (
+    FIELD_KEYS,
+    INT32,
+    MODELLED_KEYS,
+    decode_all,
+    decode_version,
+    digest,
+    parse_created,
+    parse_json,
+    split_items,
+)
 
 UTC = timezone.utc
 FULL = {
@@ -27,7 +37,7 @@ FULL = {
 
 
 def validate(*items, **document):
-    return validate_document({"versions": list(items), "success": True, "errors": [], **document}, source="test")
+    return decode_all(json.dumps({"versions": list(items), "success": True, "errors": [], **document}), source="test")
 
 
 def fields(version) -> dict:
@@ -50,7 +60,8 @@ def test_full_version():
         "public": True,
         "created": datetime(2023, 3, 21, 20, 45, 48, tzinfo=UTC),
     }
-    assert v.raw == FULL
+    assert json.loads(v.raw) == FULL
+    assert v.extra is None
 
 
 # --- created --------------------------------------------------------------------------------------
@@ -83,7 +94,7 @@ def test_created_formats(text, expected):
     # Always an aware datetime in UTC itself, not merely an equal instant.
     assert created.utcoffset() == timedelta(0)
     assert created.tzinfo == UTC
-    assert v.raw["created"] == text  # raw keeps what the API sent
+    assert json.loads(v.raw)["created"] == text  # raw keeps what the API sent
 
 
 def test_parse_created_same_instant_from_both_formats():
@@ -98,7 +109,7 @@ def test_parse_created_same_instant_from_both_formats():
 def test_public_values(value, expected):
     [v] = validate({"id": 1, "public": value})
     assert fields(v)["public"] is expected
-    assert v.raw["public"] == value
+    assert json.loads(v.raw)["public"] == value
 
 
 def test_public_1_and_true_are_the_same_field():
@@ -112,7 +123,7 @@ def test_public_1_and_true_are_the_same_field():
 def test_only_id_gives_all_fields_none():
     [v] = validate({"id": 5})
     assert v.fields == (None,) * 7
-    assert v.raw == {"id": 5}
+    assert json.loads(v.raw) == {"id": 5}
 
 
 @pytest.mark.parametrize("key", [k for k in FULL if k != "id"])
@@ -129,7 +140,7 @@ def test_each_optional_field_may_be_null(key):
     [v] = validate({**FULL, key: None})
     column = dict((json_key, column) for column, json_key in FIELD_KEYS)[key]
     assert fields(v)[column] is None
-    assert v.raw[key] is None
+    assert json.loads(v.raw)[key] is None
 
 
 def test_strings_are_kept_verbatim():
@@ -141,24 +152,28 @@ def test_strings_are_kept_verbatim():
     assert fields(v)["lean_hash"] == ""  # the diff, not validation, treats "" as no hash
 
 
-def test_unknown_fields_are_kept_in_raw():
-    item = {**FULL, "leanVersionTag": "2.5.17810", "nested": {"a": [1, 2.5, None]}, "flag": False}
+def test_unknown_fields_are_kept_in_raw_and_extra():
+    item = {**FULL, "leanVersionTag": "2.5.17810", "nested": {"a": [1, 2.5, None]}, "flag": False, "k": None}
     [v] = validate(item)
-    assert v.raw == item
-    assert v.raw["nested"] == {"a": [1, 2.5, None]}
+    assert json.loads(v.raw) == item
+    assert v.extra == {"leanVersionTag": "2.5.17810", "nested": {"a": [1, 2.5, None]}, "flag": False, "k": None}
     assert fields(v)["name"] == "v2.5.17810"  # the modelled fields are unaffected
+
+
+def test_modelled_keys_are_id_and_the_seven_fields():
+    assert MODELLED_KEYS == {"id", *(key for _, key in FIELD_KEYS)}
 
 
 # --- the document ---------------------------------------------------------------------------------
 
 
 def test_success_missing_is_accepted():
-    [v] = validate_document({"versions": [FULL]}, source="test")
+    [v] = decode_all(json.dumps({"versions": [FULL]}), source="test")
     assert v.id == 17810
 
 
 def test_errors_missing_and_extra_top_level_keys_are_accepted():
-    versions = validate_document({"versions": [{"id": 1}], "success": True, "page": 1}, source="test")
+    versions = decode_all(json.dumps({"versions": [{"id": 1}], "success": True, "page": 1}), source="test")
     assert [v.id for v in versions] == [1]
 
 
@@ -184,8 +199,8 @@ def test_shared_hashes_are_accepted():
 
 def test_a_realistic_document_round_trips_through_json(tag_versions):
     text = json.dumps({"versions": tag_versions[:50], "success": True, "errors": []})
-    versions = validate_document(parse_json(text.encode(), source="file"), source="file")
-    assert [v.raw for v in versions] == tag_versions[:50]
+    versions = decode_all(text.encode(), source="file")
+    assert [json.loads(v.raw) for v in versions] == tag_versions[:50]
     assert all(fields(v)["created"].tzinfo == UTC for v in versions)
 
 
@@ -204,42 +219,88 @@ def test_parse_json_accepts_a_utf8_byte_order_mark():
     assert parse_json(b"\xef\xbb\xbf" + json.dumps(document).encode(), source="x") == document
 
 
-# --- parse_json keeps each version's text exactly as sent ----------------------------------------
+# --- split_items: the items' bytes as sent, undecoded ------------------------------------------------
+
+
+def test_split_items_keeps_each_items_bytes_exactly_as_sent():
+    text = '{"versions": [ {"id": 1,  "name": "a"} ,{"id":2}\n], "success": true}'
+    items = split_items(text.encode("utf-8"), source="s")
+    assert [bytes(item) for item in items] == [b'{"id": 1,  "name": "a"}', b'{"id":2}']
+
 
 @pytest.mark.parametrize("text", [
-    '{"versions": [ {"id": 1} , {"id":2,"x":[1,{"y":null}]}], "success": true, "errors": []}',
     ' \n{ "success" : true ,\t"versions" :[]}\r\n',
-    '{"versions": [{"id": 1}], "versions": [{"id": 2}]}',   # duplicate key: the last wins, as in json.loads
-    '{"versions": 5}',
-    '{}',
+    '{"versions": [{"id": 1}], "versions": [{"id": 2}]}',  # a repeated key: the last wins, as in json.loads
     '{"a": "versions", "versions": [{"id": 1, "description": "\\u00e9 \\"q\\" ]}"}]}',
-    '[{"id": 1}]',
-    '"just a string"',
 ])
-def test_parse_json_gives_what_json_loads_gives(text):
-    assert parse_json(text.encode(), source="s") == json.loads(text)
+def test_split_items_finds_what_json_loads_finds(text):
+    expected = json.loads(text)["versions"]
+    assert [json.loads(bytes(item)) for item in split_items(text.encode(), source="s")] == expected
 
 
-def test_parse_json_keeps_each_items_text():
-    text = '{"versions": [ {"id": 1,  "name": "a"} ,{"id":2}\n], "success": true}'
-    document = parse_json(text.encode("utf-8"), source="s")
-    assert document.item_texts == ['{"id": 1,  "name": "a"}', '{"id":2}']
-    versions = validate_document(document, source="s")
-    assert [v.text for v in versions] == ['{"id": 1,  "name": "a"}', '{"id":2}']
+@pytest.mark.parametrize("text", ['{"versions": [1,]}', '{"versions": [] ', '{"versions": []} x', "<html>",
+                                  '{"versions": ["\\ud800"]}',  # a lone surrogate
+                                  '{"versions": [{"id": 1, "name": "a\x01b"}]}',  # a raw control character
+                                  '{"versions": [{"id": 01}]}'])  # a leading zero
+def test_split_items_rejects_what_is_not_json(text):
+    with pytest.raises(PayloadError, match="the response from s is (not JSON|HTML)"):
+        split_items(text.encode(), source="s")
 
 
-@pytest.mark.parametrize("text", ['{"versions": [1,]}', '{"versions": [] ', '{"versions": []} x', "<html>"])
-def test_parse_json_still_rejects_what_is_not_json(text):
-    with pytest.raises(PayloadError, match="the response from s is"):
-        parse_json(text.encode(), source="s")
+def test_a_utf8_byte_order_mark_is_accepted():
+    # Files saved by Windows tools (PowerShell's Out-File) often start with one.
+    document = {"versions": [{"id": 1}], "success": True}
+    body = b"\xef\xbb\xbf" + json.dumps(document).encode()
+    assert parse_json(body, source="x") == document
+    assert [v.id for v in decode_all(body, source="x")] == [1]
 
 
-def test_an_item_identical_to_its_stored_raw_is_trusted_and_others_are_validated():
-    text = '{"versions": [{"id": 1, "created": "2023-03-21 20:45:48"}, {"id": 2, "public": 7}]}'
-    document = parse_json(text.encode(), source="s")
-    stored = {1: '{"id": 1, "created": "2023-03-21 20:45:48"}', 2: '{"id": 2, "public": 7}'}
-    trusted = validate_document(document, source="s", unchanged=stored)
-    assert [(v.id, v.fields) for v in trusted] == [(1, None), (2, None)]
-    # Not identical (stored differs, or not stored at all): validated as usual.
-    with pytest.raises(PayloadError, match=r'versions\[1\] \(id 2\): field "public"'):
-        validate_document(document, source="s", unchanged={1: stored[1]})
+def test_parse_json_accepts_str_and_utf8_bytes():
+    document = {"versions": [{"id": 1, "description": "Ünïcode"}]}
+    assert parse_json(json.dumps(document), source="x") == document
+    assert parse_json(json.dumps(document, ensure_ascii=False).encode("utf-8"), source="x") == document
+
+
+# --- digest ----------------------------------------------------------------------------------------
+
+
+def test_the_digest_is_of_the_bytes_as_sent():
+    a, b, c = split_items(b'{"versions": [{"id": 1}, {"id": 1}, {"id" : 1}]}', source="s")
+    assert digest(a) == digest(b) == decode_version(a, index=0, source="s").digest
+    assert digest(a) != digest(c)  # the same object spelled otherwise: decoded and compared by the run
+    assert len(digest(a)) == 32 and int(digest(a), 16) >= 0
+
+
+# --- strict JSON, as PostgreSQL and the history need ---------------------------------------------
+
+
+@pytest.mark.parametrize(("item", "reason"), [
+    (b'{"id": 1, "name": "\xff"}', "invalid UTF-8"),
+    (b'{"id": 1, "name": "\xed\xa0\x80"}', "invalid UTF-8"),  # a UTF-8-encoded surrogate
+    (b'{"id": 1, "x": 1e400}', "out of range"),
+])
+def test_an_item_that_is_not_strict_json_is_refused_naming_it(item, reason):
+    body = b'{"versions": [{"id": 7}, ' + item + b"]}"
+    with pytest.raises(PayloadError, match=rf"^s: versions\[1\] is not valid JSON \(.*{reason}"):
+        decode_all(body, source="s")
+
+
+def test_a_key_sent_twice_keeps_its_last_value_everywhere():
+    [v] = decode_all(b'{"versions": [{"id": 1, "name": "a", "x": 1, "name": "b", "x": 2}]}', source="s")
+    assert fields(v)["name"] == "b"
+    assert v.extra == {"x": 2}
+    assert json.loads(v.raw) == {"id": 1, "name": "b", "x": 2}
+
+
+def test_raw_is_json_equal_to_what_was_sent_and_keeps_types():
+    item = {"id": 1, "public": 1, "n": 1.0, "big": 10**30, "t": "é ✓", "nested": {"b": [True, None]}}
+    [v] = decode_all(json.dumps({"versions": [item]}, ensure_ascii=False).encode(), source="s")
+    stored = json.loads(v.raw)
+    assert stored == item
+    assert stored["public"] is not True and type(stored["n"]) is float  # 1 is not true; 1.0 stays a float
+    assert fields(v)["public"] is True  # the modelled field takes 0/1 as a boolean
+
+
+def test_duplicate_ids_are_refused_naming_both_items():
+    with pytest.raises(PayloadError, match=r"^s: versions\[2\] \(id 1\) repeats the id of versions\[0\]$"):
+        decode_all(b'{"versions": [{"id": 1}, {"id": 2}, {"id": 1, "name": "other"}]}', source="s")

@@ -151,7 +151,7 @@ def typed_csv_row(row: dict) -> dict:
             out[key] = _time(value)
         elif key == "public":
             out[key] = {"true": True, "false": False}[value]
-        elif key in ("changes", "raw"):  # JSON text in CSV, an object in JSON
+        elif key in ("changes", "raw", "extra"):  # JSON text in CSV, an object in JSON
             out[key] = json.loads(value)
         else:
             out[key] = value
@@ -191,7 +191,7 @@ def test_versions_lists_the_current_list_newest_id_first_with_every_column(run, 
     assert times == {
         v["b"]["id"]: (iso(T1), iso(T6), iso(T5), None),
         v["c"]["id"]: (iso(T1), iso(T6), iso(T3), None),  # back with a new name: updated then
-        v["d"]["id"]: (iso(T1), iso(T6), iso(T1), None),  # back unchanged: never updated
+        v["d"]["id"]: (iso(T1), iso(T6), iso(T5), None),  # back unchanged: a new state all the same
         v["e"]["id"]: (iso(T1), iso(T6), iso(T2), None),
         v["f"]["id"]: (iso(T1), iso(T6), iso(T1), None),
         v["g"]["id"]: (iso(T2), iso(T6), iso(T2), None),
@@ -239,7 +239,9 @@ def test_versions_as_of_every_run_returns_exactly_that_runs_list(run, scenario):
 def test_versions_as_of_columns_and_validity(run, scenario):
     v = scenario.v
     rows = json_and_csv(run, "versions", "--as-of", iso(T5))
-    assert list(rows[0]) == [*API_KEYS, "valid_from", "valid_to"]
+    assert list(rows[0]) == [*API_KEYS, "extra", "valid_from", "valid_to"]
+    # extra: the state's other keys, null where there are none.
+    assert {r["id"]: r["extra"] for r in rows if r["extra"] is not None} == {v["h"]["id"]: UNMODELLED}
     validity = {r["id"]: (r["valid_from"], r["valid_to"]) for r in rows}
     assert validity == {
         v["a"]["id"]: (iso(T1), iso(T6)),
@@ -309,7 +311,7 @@ def test_versions_with_no_rows_prints_the_header_or_an_empty_export(run, scenari
         "id", "name", "ref", "public", "created", "lean_hash", "lean_cloud_hash", "valid_from", "description"]
     assert run("versions", "--as-of", "2025-01-01", "--format", "json").stdout.strip() == "[]"
     assert run("versions", "--as-of", "2025-01-01", "--format", "csv").stdout.strip() == ",".join(
-        [*API_KEYS, "valid_from", "valid_to"])
+        [*API_KEYS, "extra", "valid_from", "valid_to"])
 
 
 # --- show -------------------------------------------------------------------------
@@ -318,7 +320,7 @@ def test_show_lists_every_state_with_old_and_new_values(run, scenario):
     v, o = scenario.v, scenario.original
     states = json_and_csv(run, "show", v["b"]["id"])
     assert list(states[0]) == ["version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields",
-                               "changes", *API_KEYS[1:], "sync_run_id"]  # the history keeps no raw
+                               "changes", *API_KEYS[1:], "extra", "sync_run_id"]  # the history keeps no raw
     assert [(s["valid_from"], s["valid_to"], s["event"], s["ended_by"], s["changed_fields"], s["sync_run_id"])
             for s in states] == [
         (iso(T1), iso(T2), "new_version", "changed", None, 1),
@@ -441,8 +443,8 @@ def test_changes_feed_in_time_order(run, scenario):
     v, o = scenario.v, scenario.original
     a, b, c, d, e, f, g, h = (v[x]["id"] for x in "abcdefgh")
     rows = json_and_csv(run, "changes", "--since", iso(T2))
-    assert list(rows[0]) == ["event_time", "event", "version_id", "changed_fields", "changes", "hash_kind", "hash",
-                             "sync_run_id"]
+    assert list(rows[0]) == ["event_time", "event", "version_id", "changed_fields", "changes", "extra", "hash_kind",
+                             "hash", "sync_run_id"]
     assert _feed(rows) == [
         (iso(T2), "new_version", g, None, None, None, 2),
         (iso(T2), "changed", e, "public", None, None, 2),

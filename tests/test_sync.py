@@ -7,18 +7,22 @@ handling, where the backend does not matter, are marked ``sqlite_only``.
 
 import copy
 import gc
+import hashlib
 import json
 import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import MetaData, create_engine, inspect, select
 
-from dbstate import check_invariants
+from clitext import error_line
+from dbstate import check_invariants, runs
+from leansync.cli import cli
 from leansync import models
 from leansync.database import make_engine, sqlite_path
-from leansync.lock import lock_file_path
+from leansync.lock import lock_file_path, run_lock
 from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
 from leansync.payload import parse_created
 
@@ -147,7 +151,7 @@ def test_first_sync_inserts_everything(sync, db, six, database_url):
         row = versions[item["id"]]
         assert tuple(row[f] for f in API_FIELDS) == api_fields(item)
         assert row["raw"] == item
-        assert row["first_seen_at"] == row["last_seen_at"] == row["updated_at"] == T1
+        assert row["first_seen_at"] == row["updated_at"] == T1
         assert row["removed_at"] is None
         [h] = db.history(item["id"])
         assert (h["valid_from"], h["valid_to"], h["changed_fields"], h["sync_run_id"]) == (T1, None, None, document["run_id"])
@@ -202,11 +206,11 @@ def test_update_moves_updated_at_and_opens_history(sync, db, six, database_url):
     versions = db.versions()
     changed = versions[six[2]["id"]]
     assert (changed["description"], changed["public"]) == ("Reworded", False)
-    assert (changed["first_seen_at"], changed["last_seen_at"], changed["updated_at"]) == (T1, T2, T2)
+    assert (changed["first_seen_at"], changed["updated_at"]) == (T1, T2)
     assert changed["raw"] == six[2]
     for item in six[:2] + six[3:]:
         row = versions[item["id"]]
-        assert (row["first_seen_at"], row["last_seen_at"], row["updated_at"]) == (T1, T2, T1)
+        assert (row["first_seen_at"], row["updated_at"]) == (T1, T1)
     old, new = db.history(six[2]["id"])
     assert (old["valid_from"], old["valid_to"], old["public"]) == (T1, T2, True)
     assert (new["valid_from"], new["valid_to"], new["changed_fields"], new["public"]) == (T2, None, "description,public", False)
@@ -225,18 +229,17 @@ def test_removal_absence_and_restore(sync, db, six, database_url):
     v = db.versions()
     for item in (gone_same, gone_changed):
         row = v[item["id"]]
-        assert (row["removed_at"], row["last_seen_at"], row["updated_at"]) == (T2, T1, T1)
+        assert (row["removed_at"], row["updated_at"]) == (T2, T1)
         assert tuple(row[f] for f in API_FIELDS) == api_fields(item)  # the last known state is kept
         assert [h["valid_to"] for h in db.history(item["id"])] == [T2]
     check_invariants(database_url)
 
-    # T3: still absent: nothing happens to them; the listed ones are seen again.
+    # T3: still absent: nothing happens to them, nor to the listed ones.
     before = db.versions()
     result = sync(listed, "--json", at=T3)
     assert counts_of(result) == expect(versions_seen=4, unchanged=4)
     v = db.versions()
-    assert v == {vid: {**row, "last_seen_at": T3} if row["removed_at"] is None else row for vid, row in before.items()}
-    assert (v[gone_same["id"]]["removed_at"], v[gone_same["id"]]["last_seen_at"]) == (T2, T1)
+    assert v == before
     assert len(db.history(gone_same["id"])) == 1
 
     # T4: both return, one of them changed meanwhile: restored, not inserted or updated.
@@ -245,8 +248,8 @@ def test_removal_absence_and_restore(sync, db, six, database_url):
     assert counts_of(result) == expect(versions_seen=6, unchanged=4, restored=2, new_hashes=1)
     v = db.versions()
     same, changed = v[gone_same["id"]], v[gone_changed["id"]]
-    assert (same["removed_at"], same["last_seen_at"], same["updated_at"], same["first_seen_at"]) == (None, T4, T1, T1)
-    assert (changed["removed_at"], changed["last_seen_at"], changed["updated_at"]) == (None, T4, T4)
+    assert (same["removed_at"], same["updated_at"], same["first_seen_at"]) == (None, T4, T1)
+    assert (changed["removed_at"], changed["updated_at"]) == (None, T4)
     assert (changed["ref"], changed["lean_hash"]) == ("hotfix", "f" * 40)
     assert [(h["valid_from"], h["valid_to"], h["changed_fields"]) for h in db.history(gone_same["id"])] == [
         (T1, T2, None), (T4, None, None)]
@@ -258,37 +261,53 @@ def test_removal_absence_and_restore(sync, db, six, database_url):
     check_invariants(database_url)
 
 
-def test_raw_only_change_refreshes_raw_and_counts_unchanged(sync, db, six, database_url):
+def test_the_same_object_in_other_bytes_refreshes_raw_and_counts_unchanged(sync, db, six, database_url):
     sync(six, at=T1)
     before = db.dump()
-    six[3]["leanVersionTag"] = "2.5.x"  # a field the schema does not model
-    # The API switching to its documented created format: the same instant, so only raw changes.
+    # The API switching to its documented created format: the same instant.
     six[4]["created"] = six[4]["created"].replace(" ", "T") + ".000Z"
+    six[3]["public"] = 1  # 0/1 for a boolean: the same field value
+    six[2] = dict(reversed(list(six[2].items())))  # other key order
     result = sync(six, "--json", at=T2)
     assert counts_of(result) == expect(versions_seen=6, unchanged=6)
     after = db.dump()
 
-    for item in (six[3], six[4]):
+    for item in (six[2], six[3], six[4]):
         row = after["lean_version"][(item["id"],)]
         assert row["raw"] == item
-        assert row == {**before["lean_version"][(item["id"],)], "raw": item, "last_seen_at": T2}
+        assert {k: v for k, v in row.items() if k not in ("raw", "raw_digest")} == {
+            k: v for k, v in before["lean_version"][(item["id"],)].items() if k not in ("raw", "raw_digest")}
+        assert row["raw_digest"] != before["lean_version"][(item["id"],)]["raw_digest"]
     assert after["lean_version"][(six[4]["id"],)]["raw"]["created"].endswith(".000Z")
     assert after["lean_version_history"] == before["lean_version_history"]
     assert after["lean_hash"] == before["lean_hash"]
     check_invariants(database_url)
 
 
-@pytest.mark.sqlite_only
-def test_raw_only_change_is_silent_with_q(sync, six):
+def test_a_key_the_schema_does_not_model_opens_a_state(sync, db, six, database_url):
     sync(six, at=T1)
-    six[0]["extra"] = {"nested": True}
+    six[3]["leanVersionTag"] = "2.5.x"
+    result = sync(six, "--json", at=T2)
+    assert counts_of(result) == expect(versions_seen=6, updated=1, unchanged=5)
+    row = db.versions()[six[3]["id"]]
+    assert (row["raw"], row["updated_at"]) == (six[3], T2)
+    old, new = db.history(six[3]["id"])
+    assert (old["valid_to"], old["extra"]) == (T2, None)
+    assert (new["valid_from"], new["changed_fields"], new["extra"]) == (T2, "leanVersionTag", {"leanVersionTag": "2.5.x"})
+    check_invariants(database_url)
+
+
+@pytest.mark.sqlite_only
+def test_the_same_object_in_other_bytes_is_silent_with_q(sync, six):
+    sync(six, at=T1)
+    six[0]["created"] = six[0]["created"].replace(" ", "T") + "Z"
     result = sync(six, "-q", at=T2)
     assert result.stdout == ""
 
 
-def test_no_change_run_only_moves_last_seen_at(sync, db, six):
+def test_no_change_run_writes_only_its_run_row(sync, db, six):
     sync(six[:5], at=T1)
-    sync(six, at=T2)  # one more version, so first_seen_at and last_seen_at differ between rows
+    sync(six, at=T2)  # one more version, so first_seen_at differs between rows
     before = db.dump()
     result = sync(six, "--json", at=T3)
     assert counts_of(result) == expect(versions_seen=6, unchanged=6)
@@ -296,9 +315,7 @@ def test_no_change_run_only_moves_last_seen_at(sync, db, six):
 
     assert set(after) == set(before)
     for table in before:
-        if table == "lean_version":
-            assert after[table] == {key: {**row, "last_seen_at": T3} for key, row in before[table].items()}
-        elif table == "sync_run":
+        if table == "sync_run":
             new_keys = set(after[table]) - set(before[table])
             assert {k: after[table][k] for k in before[table]} == before[table]
             [new_run] = [after[table][k] for k in new_keys]
@@ -459,17 +476,18 @@ def test_dry_run_on_an_existing_database_writes_nothing(sync, run, db, database_
     with freeze_time(T2):
         result = run("sync", "--dry-run", "--json", "--from-file", write_response(changed))
     assert result.exit_code == 0, result.stderr
-    assert db.dump() == before  # no sync_run row, no last_seen_at, nothing
+    assert db.dump() == before  # no sync_run row, nothing
     assert database_files(database_url) == files  # byte for byte (SQLite)
 
     document = json.loads(result.stdout)
     assert set(document) == JSON_KEYS | {"changes"}
     assert document["run_id"] is None
-    assert {k: document[k] for k in COUNT_KEYS} == expect(versions_seen=6, inserted=1, updated=1, unchanged=4,
+    assert {k: document[k] for k in COUNT_KEYS} == expect(versions_seen=6, inserted=1, updated=2, unchanged=3,
                                                           removed=1, new_hashes=1)
     assert document["changes"] == [
         {"action": "insert", "id": 1},
         {"action": "update", "id": six[0]["id"], "changed_fields": ["description"]},
+        {"action": "update", "id": six[4]["id"], "changed_fields": ["leanVersionTag"]},
         {"action": "remove", "id": six[5]["id"]},
         {"action": "new_hash", "kind": "lean", "hash": "e" * 40, "first_version_id": 1},
     ]
@@ -570,13 +588,118 @@ def test_human_summary_without_q(sync, six):
 
 
 @pytest.mark.sqlite_only
-def test_raw_is_stored_as_sent_on_sqlite(run, database_url, tmp_path):
-    """The raw column keeps each object's JSON text exactly as the API sent it."""
+def test_raw_is_the_object_as_sent_and_the_digest_its_bytes(run, database_url, tmp_path):
+    """raw is the object JSON-equal to what was sent, its keys in the order sent;
+    raw_digest is the digest of the item's bytes exactly as sent."""
+    item = '{"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]}'
     path = tmp_path / "as-sent.json"
-    path.write_text('{"success": true, "versions": [ {"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]} ]}')
+    path.write_text('{"success": true, "versions": [ %s ]}' % item)
     assert run("sync", "--from-file", path).exit_code == 0
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        stored = conn.exec_driver_sql("SELECT raw FROM lean_version WHERE id = 7").scalar()
+        stored, stored_digest = conn.exec_driver_sql("SELECT raw, raw_digest FROM lean_version WHERE id = 7").one()
     engine.dispose()
-    assert stored == '{"id": 7,   "name": "v2.5.7", "extra": [1, 2.50]}'
+    assert stored == '{"id":7,"name":"v2.5.7","extra":[1,2.5]}'
+    assert stored_digest == hashlib.blake2b(item.encode(), digest_size=16).hexdigest()
+
+
+# --- --json on every failure ----------------------------------------------------------------------
+
+def invoke(url: str, *args):
+    return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], catch_exceptions=False)
+
+
+def _missing_credentials(tmp_path, write_response):
+    return [f"sqlite:///{tmp_path / 'h.db'}", "sync", "--json"], 2
+
+
+def _malformed_driver_option(tmp_path, write_response):
+    # SQLAlchemy raises a plain ValueError for it: the "unexpected error" path.
+    return [f"sqlite:///{tmp_path / 'h.db'}?timeout=soon", "sync", "--json", "--from-file", write_response([])], 1
+
+
+def _file_in_the_way(tmp_path, write_response):
+    (tmp_path / "data").write_text("a file where the database folder should be")
+    return [f"sqlite:///{tmp_path / 'data' / 'h.db'}", "sync", "--json", "--from-file", write_response([])], 2
+
+
+def _lock_file_unusable(tmp_path, write_response):
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert invoke(url, "db", "upgrade").exit_code == 0
+    lock = lock_file_path(sqlite_path(url))
+    lock.unlink()
+    lock.mkdir()  # a folder where the lock file should be
+    return [url, "sync", "--json", "--from-file", write_response([])], 1
+
+
+FAILURES = {
+    "missing-credentials": (_missing_credentials, "QUANTCONNECT_API_TOKEN"),
+    "unexpected-exception": (_malformed_driver_option, "unexpected error: ValueError"),
+    "file-in-the-way": (_file_in_the_way, "cannot create the folder"),
+    "lock-file-unusable": (_lock_file_unusable, "cannot open the lock file"),
+}
+
+
+@pytest.mark.parametrize("scenario", FAILURES)
+def test_every_failure_of_json_sync_prints_one_json_object(tmp_path, write_response, scenario):
+    make, expected = FAILURES[scenario]
+    (url, *args), code = make(tmp_path, write_response)
+    result = invoke(url, *args)
+    assert result.exit_code == code, result.output
+    [line] = result.stdout.splitlines()
+    document = json.loads(line)
+    assert document == {"status": "failed", "run_id": None, "error": document["error"]}
+    assert expected in document["error"]
+    # stderr keeps its one sentence: the same one (plus the -v hint for an unexpected error).
+    [stderr_line] = result.stderr.splitlines()
+    assert stderr_line.startswith(f"leansync: error: {document['error']}")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.sqlite_only
+def test_a_busy_lock_with_json_prints_one_json_object(run, database_url, write_response, six):
+    assert run("sync", "--from-file", write_response(six)).exit_code == 0
+    engine = make_engine(database_url)
+    try:
+        with run_lock(engine, timeout=0):
+            result = run("sync", "--json", "--lock-timeout", "0", "--from-file", write_response(six))
+    finally:
+        engine.dispose()
+    assert result.exit_code == 75
+    [line] = result.stdout.splitlines()
+    assert json.loads(line) == {"status": "failed", "run_id": None, "error": error_line(result.stderr)}
+
+
+# --- the run clock follows commit order -------------------------------------------------------------
+
+LATER = datetime(2026, 3, 2, 6, 0, 0, tzinfo=UTC)
+EARLIER = LATER - timedelta(minutes=10)  # where NTP puts the clock back to
+MICROSECOND = timedelta(microseconds=1)
+
+
+def test_run_timestamps_follow_commit_order_when_the_clock_steps_back(run, database_url, write_response, six):
+    ten = six
+    changed = [dict(ten[0], description="Reworded"), *ten[1:]]
+    with freeze_time(LATER):
+        assert run("sync", "--from-file", write_response(ten)).exit_code == 0
+    with freeze_time(EARLIER):  # NTP stepped the clock back between the runs
+        assert run("sync", "--from-file", write_response(changed)).exit_code == 0
+        failed = run("sync", "--from-file", write_response(document={"versions": "none"}))
+    assert failed.exit_code == 1
+
+    rows = runs(database_url)
+    assert [r["status"] for r in rows] == ["success", "success", "failed"]
+    assert [r["started_at"] for r in rows] == [LATER, LATER + MICROSECOND, LATER + 2 * MICROSECOND]
+    assert all(r["finished_at"] >= r["started_at"] for r in rows)
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            history = conn.execute(
+                select(lean_version_history.c.valid_from, lean_version_history.c.valid_to)
+                .where(lean_version_history.c.version_id == ten[0]["id"])
+                .order_by(lean_version_history.c.valid_from)).all()
+    finally:
+        engine.dispose()
+    assert [tuple(h) for h in history] == [(LATER, LATER + MICROSECOND), (LATER + MICROSECOND, None)]
+    check_invariants(database_url)

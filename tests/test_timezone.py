@@ -53,7 +53,7 @@ def test_run_timestamps_are_stored_in_utc(new_york, run, database_url, write_res
     utc = "2026-01-15 03:30:00.000000"
     assert stored_text(database_url, "started_at", "sync_run") == [utc]
     assert stored_text(database_url, "finished_at", "sync_run") == [utc]
-    for column in ("first_seen_at", "last_seen_at", "updated_at"):
+    for column in ("first_seen_at", "updated_at"):
         assert stored_text(database_url, column, "lean_version") == [utc] * 3
     assert set(stored_text(database_url, "valid_from", "lean_version_history")) == {utc}
     assert set(stored_text(database_url, "first_seen_at", "lean_hash")) == {utc}

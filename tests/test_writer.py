@@ -1,7 +1,8 @@
 """The save side on a real database (SQLite and PostgreSQL), with no HTTP and no CLI.
 
-Plans come from the pure diff; leansync.writer reads the state, writes the
-plan and the sync_run row. Each test checks the rows themselves.
+Plans come from sync.plan_against (the writer's reads, then the pure diff);
+leansync.writer writes the plan and the sync_run row. Each test checks the
+rows themselves.
 """
 
 import json
@@ -14,10 +15,10 @@ from sqlalchemy import create_engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from leansync.database import ensure_schema, make_engine, sqlite_path
-from leansync.diff import plan_sync, stored_fields
 from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, metadata, sync_run
-from leansync.payload import validate_document
-from leansync.writer import apply_plan, finish_run, insert_run, read_state
+from leansync.payload import MODELLED_KEYS, decode_version, digest
+from leansync.sync import plan_against
+from leansync.writer import apply_plan, finish_run, insert_run, read_index, read_stored
 
 T0 = datetime(2026, 3, 1, 6, 0, 0, tzinfo=timezone.utc)
 V = lean_version.c
@@ -69,12 +70,22 @@ def api(id_: int, **fields) -> dict:
     }
 
 
+def body_of(items: list[dict]) -> bytes:
+    return json.dumps({"versions": items, "success": True}).encode()
+
+
+def decoded(item: dict):
+    return decode_version(json.dumps(item).encode(), index=0, source="test")
+
+
+def other_keys(item: dict) -> dict | None:
+    return {k: v for k, v in item.items() if k not in MODELLED_KEYS} or None
+
+
 def sync_once(engine, items: list[dict], now: datetime):
     """One run as leansync.sync does it, minus lock and clock."""
-    incoming = validate_document({"versions": items, "success": True}, source="test")
     with engine.begin() as conn:
-        stored, known = read_state(conn)
-        plan = plan_sync(stored=stored, known_hashes=known, incoming=incoming)
+        plan = plan_against(conn, body_of(items), source="test")
         run_id = insert_run(conn, started_at=now, source="test", status="success", counts=plan.counts())
         apply_plan(conn, plan, run_id=run_id, now=now)
         finish_run(conn, run_id, finished_at=now + timedelta(seconds=1))
@@ -108,7 +119,8 @@ def dump(engine) -> dict[str, dict[tuple, dict]]:
 
 
 def check_history_invariants(engine) -> None:
-    """At most one open row per version, none for a removed version, the open row = the version."""
+    """At most one open row per version, none for a removed version, the open row = the version
+    (its seven fields, and extra = raw's other keys); updated_at is the newest row's start."""
     versions = version_rows(engine)
     all_history = rows(engine, lean_version_history)
     open_rows = {}
@@ -123,6 +135,10 @@ def check_history_invariants(engine) -> None:
             assert vid not in open_rows, f"removed version {vid} has an open history row"
         else:
             assert {n: open_rows[vid][n] for n in API_FIELDS} == {n: v[n] for n in API_FIELDS}
+            # The open state's other keys are raw's, as JSON (1 is not true).
+            assert json.dumps(open_rows[vid]["extra"], sort_keys=True) == json.dumps(other_keys(v["raw"]), sort_keys=True)
+    for vid, v in versions.items():
+        assert v["updated_at"] == max(h["valid_from"] for h in all_history if h["version_id"] == vid)
     # A version's rows do not overlap: each one starts where the previous one ended or later.
     by_version: dict[int, list[dict]] = {}
     for h in all_history:
@@ -149,14 +165,18 @@ def test_first_run_writes_versions_history_hashes_and_run(engine):
     assert v12["created"] == datetime(2023, 3, 21, 20, 45, 48, tzinfo=timezone.utc)
     assert versions[20]["public"] is None and versions[20]["name"] is None
     for v in versions.values():
-        assert v["first_seen_at"] == v["last_seen_at"] == v["updated_at"] == T0
+        assert v["first_seen_at"] == v["updated_at"] == T0
         assert v["removed_at"] is None
     assert {vid: v["raw"] for vid, v in versions.items()} == {item["id"]: item for item in items}
+
+    assert {vid: v["raw_digest"] for vid, v in versions.items()} == {
+        item["id"]: digest(json.dumps(item).encode()) for item in items}
 
     hist = rows(engine, lean_version_history)
     assert len(hist) == 3
     for h in hist:
-        assert (h["valid_from"], h["valid_to"], h["changed_fields"], h["sync_run_id"]) == (T0, None, None, run_id)
+        assert (h["valid_from"], h["valid_to"], h["changed_fields"], h["sync_run_id"], h["extra"]) == (
+            T0, None, None, run_id, None)
         assert {n: h[n] for n in API_FIELDS} == {n: versions[h["version_id"]][n] for n in API_FIELDS}
 
     hashes = {(h["kind"], h["hash"]): h for h in rows(engine, lean_hash)}
@@ -175,31 +195,38 @@ def test_first_run_writes_versions_history_hashes_and_run(engine):
     check_history_invariants(engine)
 
 
-def test_read_state_round_trips_what_was_written(engine):
+def test_read_stored_round_trips_what_was_written(engine):
     """Reading back gives equal values, so the same list again is a no-op (no phantom changes)."""
     items = [
         api(1, created="2021-11-26T15:18:27.693Z"),
         api(2, created="2021-11-26T15:18:27.1234567+02:00", public=False),
         api(3, created=None, public=None, description="Ünïcode ✓\nline two", leanHash=""),
-        api(4, extra={"nested": [1, 2.5, None, {"k": "v"}]}, flag=True),
+        api(4, extra={"nested": [1, 2.5, None, {"k": "v"}]}, flag=True, public=1),
         {"id": 5},
     ]
     sync_once(engine, items, T0)
     with engine.connect() as conn:
-        stored, known = read_state(conn)
-    incoming = validate_document({"versions": items}, source="test")
-    # read_state reads raw (text on SQLite) and derives the fields from it ...
-    decoded = {s.id: (stored_fields(s), json.loads(s.raw) if isinstance(s.raw, str) else s.raw, s.removed)
-               for s in stored}
-    assert decoded == {v.id: (v.fields, v.raw, False) for v in incoming}
-    # ... and the typed columns hold the same values.
+        index = read_index(conn)
+        stored = read_stored(conn, [1, 2, 3, 4, 5, 6])
+    assert (index.listed, index.removed) == ({1, 2, 3, 4, 5}, set())
+    assert index.by_digest == {digest(json.dumps(item).encode()): item["id"] for item in items}
+    expected = {item["id"]: decoded(item) for item in items}
+    assert {vid: (s.fields, s.extra, s.removed) for vid, s in stored.items()} == {
+        vid: (v.fields, v.extra, False) for vid, v in expected.items()}
+    assert stored[4].extra == {"extra": {"nested": [1, 2.5, None, {"k": "v"}]}, "flag": True}
+    # The typed columns hold the same values.
     with engine.connect() as conn:
         columns = {r[0]: tuple(r[1:]) for r in conn.execute(
             select(lean_version.c.id, *[lean_version.c[name] for name in API_FIELDS]))}
-    assert columns == {v.id: v.fields for v in incoming}
-    assert ("lean", "") not in known
-    again = plan_sync(stored=stored, known_hashes=known, incoming=incoming)
-    assert not again.has_changes and again.raw_refreshed == [] and again.unchanged == 5
+    assert columns == {vid: v.fields for vid, v in expected.items()}
+    again, _ = sync_once(engine, items, at(1))
+    assert (again.unchanged, again.raw_refreshed, again.has_changes) == (5, [], False)
+    # Read one by one (every item decoded), the stored state still compares equal.
+    respelled = [json.loads(json.dumps(item, indent=2, sort_keys=True)) for item in items]
+    with engine.connect() as conn:
+        body = json.dumps({"versions": respelled}, indent=2, sort_keys=True).encode()
+        third = plan_against(conn, body, source="test")
+    assert (third.unchanged, len(third.raw_refreshed), third.has_changes) == (5, 5, False)
 
 
 # --- later runs -----------------------------------------------------------------------------------
@@ -210,30 +237,30 @@ def test_update_remove_unchanged_and_raw_only(engine):
     items = [
         api(1),                                              # unchanged
         api(2, description="Fixed", leanHash="new-hash"),    # two fields change
-        api(3, leanVersionTag="3.0"),                        # a field the schema does not model
+        api(3, leanVersionTag="3.0"),                        # a key the schema does not model
     ]                                                        # 4 is no longer listed
     plan, run2 = sync_once(engine, items, at(1))
-    assert plan.counts() == dict(versions_seen=3, inserted=0, updated=1, unchanged=2, removed=1,
+    assert plan.counts() == dict(versions_seen=3, inserted=0, updated=2, unchanged=1, removed=1,
                                  restored=0, new_hashes=1)
     v = version_rows(engine)
 
-    assert (v[1]["first_seen_at"], v[1]["last_seen_at"], v[1]["updated_at"]) == (at(0), at(1), at(0))
+    assert (v[1]["first_seen_at"], v[1]["updated_at"]) == (at(0), at(0))
 
     assert (v[2]["description"], v[2]["lean_hash"]) == ("Fixed", "new-hash")
-    assert (v[2]["first_seen_at"], v[2]["last_seen_at"], v[2]["updated_at"]) == (at(0), at(1), at(1))
+    assert (v[2]["first_seen_at"], v[2]["updated_at"]) == (at(0), at(1))
     assert v[2]["raw"] == items[1]
     [old, new] = history(engine, 2)
     assert (old["valid_from"], old["valid_to"], old["description"], old["sync_run_id"]) == (at(0), at(1), "Release 2", run1)
     assert (new["valid_from"], new["valid_to"], new["description"], new["sync_run_id"]) == (at(1), None, "Fixed", run2)
     assert new["changed_fields"] == "description,lean_hash"
 
-    # Raw-only: raw refreshed, no history row, updated_at kept.
-    assert v[3]["raw"] == items[2]
-    assert (v[3]["last_seen_at"], v[3]["updated_at"]) == (at(1), at(0))
-    assert len(history(engine, 3)) == 1
+    # Another key: a new state, with the key in extra.
+    assert (v[3]["raw"], v[3]["updated_at"]) == (items[2], at(1))
+    assert [(h["valid_to"], h["changed_fields"], h["extra"]) for h in history(engine, 3)] == [
+        (at(1), None, None), (None, "leanVersionTag", {"leanVersionTag": "3.0"})]
 
     # Removed: removed_at set, last sighting and fields kept, history closed.
-    assert (v[4]["removed_at"], v[4]["last_seen_at"], v[4]["updated_at"]) == (at(1), at(0), at(0))
+    assert (v[4]["removed_at"], v[4]["updated_at"]) == (at(1), at(0))
     assert v[4]["description"] == "Release 4"
     [only] = history(engine, 4)
     assert only["valid_to"] == at(1)
@@ -243,16 +270,15 @@ def test_update_remove_unchanged_and_raw_only(engine):
     check_history_invariants(engine)
 
 
-def test_removed_and_still_absent_changes_nothing_but_listed_rows(engine):
+def test_removed_and_still_absent_changes_nothing(engine):
     sync_once(engine, [api(1), api(2)], at(0))
     sync_once(engine, [api(1)], at(1))
     before = dump(engine)
     sync_once(engine, [api(1)], at(2))
     after = dump(engine)
-    assert after["lean_version"][(2,)] == before["lean_version"][(2,)]
+    assert after["lean_version"] == before["lean_version"]
     assert after["lean_version_history"] == before["lean_version_history"]
     assert after["lean_hash"] == before["lean_hash"]
-    assert after["lean_version"][(1,)] == {**before["lean_version"][(1,)], "last_seen_at": at(2)}
 
 
 def test_restore_without_and_with_field_changes(engine):
@@ -264,16 +290,15 @@ def test_restore_without_and_with_field_changes(engine):
     assert plan.counts()["inserted"] == 0 and plan.counts()["updated"] == 0
     v = version_rows(engine)
 
-    # 1 returns as it left: no field change, so updated_at stays at its last change.
-    assert (v[1]["removed_at"], v[1]["last_seen_at"], v[1]["updated_at"], v[1]["first_seen_at"]) == (
-        None, at(3), at(1), at(0))
+    # 1 returns as it left: no field change, but a new state, so updated_at moves.
+    assert (v[1]["removed_at"], v[1]["updated_at"], v[1]["first_seen_at"]) == (None, at(3), at(0))
     h1 = history(engine, 1)
     assert [(h["valid_from"], h["valid_to"], h["changed_fields"]) for h in h1] == [
         (at(0), at(1), None), (at(1), at(2), "description"), (at(3), None, None)]
     assert h1[-1]["sync_run_id"] == run4
 
     # 2 returns changed: changed_fields compare with the state before removal.
-    assert (v[2]["removed_at"], v[2]["last_seen_at"], v[2]["updated_at"]) == (None, at(3), at(3))
+    assert (v[2]["removed_at"], v[2]["updated_at"]) == (None, at(3))
     assert (v[2]["ref"], v[2]["public"]) == ("hotfix", False)
     h2 = history(engine, 2)
     assert [(h["valid_from"], h["valid_to"], h["changed_fields"]) for h in h2] == [
@@ -281,13 +306,55 @@ def test_restore_without_and_with_field_changes(engine):
     check_history_invariants(engine)
 
 
-def test_restore_with_raw_only_change_refreshes_raw(engine):
+def test_restore_with_another_key_names_it(engine):
     sync_once(engine, [api(1), api(2)], at(0))
     sync_once(engine, [api(2)], at(1))
     back = api(1, leanVersionTag="x")
-    sync_once(engine, [back, api(2)], at(2))
+    plan, _ = sync_once(engine, [back, api(2)], at(2))
+    assert plan.counts()["restored"] == 1 and plan.counts()["updated"] == 0
     assert version_rows(engine)[1]["raw"] == back
-    assert history(engine, 1)[-1]["changed_fields"] is None
+    assert [(h["changed_fields"], h["extra"]) for h in history(engine, 1)] == [
+        (None, None), ("leanVersionTag", {"leanVersionTag": "x"})]
+
+
+def test_the_same_object_in_other_bytes_refreshes_raw_and_its_digest_only(engine):
+    sync_once(engine, [api(1), api(2, extra={"b": 1, "a": [1, 2]})], at(0))
+    before = dump(engine)
+    # 1 for true: the same field, but raw must keep what was sent (PostgreSQL too).
+    items = [api(1, public=1), dict(reversed(list(api(2, extra={"a": [1, 2], "b": 1}).items())))]
+    plan, _ = sync_once(engine, items, at(1))
+    assert (plan.unchanged, [v.id for v in plan.raw_refreshed], plan.has_changes) == (2, [1, 2], False)
+    after = dump(engine)
+    for item in items:
+        row, old = after["lean_version"][(item["id"],)], before["lean_version"][(item["id"],)]
+        assert json.dumps(row["raw"], sort_keys=True) == json.dumps(item, sort_keys=True)  # 1 stays 1, not true
+        assert row["raw_digest"] == digest(json.dumps(item).encode()) != old["raw_digest"]
+        assert {k: row[k] for k in row if k not in ("raw", "raw_digest")} == {
+            k: old[k] for k in old if k not in ("raw", "raw_digest")}
+    assert type(after["lean_version"][(1,)]["raw"]["public"]) is int
+    assert after["lean_version_history"] == before["lean_version_history"]
+
+
+def test_extra_is_sql_null_when_there_are_no_other_keys(engine):
+    sync_once(engine, [api(1), api(2, k=None), api(3, k={"a": None})], at(0))
+    with engine.connect() as conn:
+        nulls = conn.exec_driver_sql("SELECT version_id FROM lean_version_history WHERE extra IS NULL").all()
+    assert nulls == [(1,)]
+    assert {h["version_id"]: h["extra"] for h in rows(engine, lean_version_history)} == {
+        1: None, 2: {"k": None}, 3: {"k": {"a": None}}}
+
+
+def test_a_run_of_new_versions_and_hashes_writes_what_it_planned(engine):
+    """The plan (shown by --dry-run, counted in sync_run) is exactly what lands."""
+    sync_once(engine, [api(1, leanHash="h1"), api(2, leanHash="h2")], at(0))
+    items = [api(1, leanHash="h1"), api(2, leanHash="h3", leanCloudHash="h1"), api(3, leanHash="h3"),
+             api(4, leanHash="h1"), api(5, leanHash="")]
+    plan, run_id = sync_once(engine, items, at(1))
+    written = {(h["kind"], h["hash"], h["first_version_id"]) for h in rows(engine, lean_hash)
+               if h["sync_run_id"] == run_id}
+    assert written == {(h.kind, h.hash, h.first_version_id) for h in plan.new_hashes}
+    assert ("lean", "h3", 2) in written and ("lean_cloud", "h1", 2) in written
+    assert [r["new_hashes"] for r in rows(engine, sync_run)] == [4, len(written)]
 
 
 def test_every_written_cell_carries_the_run_timestamp(engine):
@@ -295,6 +362,7 @@ def test_every_written_cell_carries_the_run_timestamp(engine):
     runs = [
         [api(1), api(2), api(3), api(4, leanHash="shared"), api(5, leanHash="shared")],
         [api(1), api(2, name="renamed"), api(3), api(4, leanHash="shared", extra=1), api(6)],
+        [api(1), api(2, name="renamed"), api(3), api(4, leanHash="shared", extra=1, public=1), api(6)],
         [api(1), api(2, name="renamed"), api(6, leanHash="brand-new")],
         [api(1), api(2, name="renamed"), api(3, description="back, changed"), api(5, leanHash="shared"), api(6, leanHash="brand-new")],
         [api(1), api(2, name="renamed"), api(3, description="back, changed"), api(5, leanHash="shared"), api(6, leanHash="brand-new")],
@@ -367,7 +435,7 @@ def random_item(rng: random.Random, id_: int) -> dict:
         leanCloudHash=rng.choice([None, "c1", "c2"]),
         public=rng.choice([None, True, False, 0, 1]),
         created=rng.choice([None, "2023-03-21 20:45:48", "2021-11-26T15:18:27.693Z"]),
-        **({"tag": rng.choice("xyz")} if rng.random() < 0.3 else {}),
+        **({"tag": rng.choice(["x", "y", 1, True, None, [1, 2], [2, 1]])} if rng.random() < 0.3 else {}),
     )
 
 
@@ -389,14 +457,15 @@ def test_random_runs_history_answers_as_of_each_run(engine, seed):
         plan, _ = sync_once(engine, items, now)
         totals = {k: totals[k] + plan.counts()[k] for k in totals}
         check_history_invariants(engine)
-        versions = validate_document({"versions": items}, source="test")
-        lists.append((now, {v.id: v.fields for v in versions}))
+        versions = [decoded(item) for item in items]
+        lists.append((now, {v.id: (v.fields, v.extra) for v in versions}))
         # lean_version mirrors the list; removed ones are flagged.
         stored = version_rows(engine)
         assert {vid for vid, r in stored.items() if r["removed_at"] is None} == set(listed)
         for v in versions:
             assert tuple(stored[v.id][f] for f in API_FIELDS) == v.fields
             assert stored[v.id]["raw"] == listed[v.id]
+            assert stored[v.id]["raw_digest"] == v.digest
 
     assert all(totals.values()), totals  # the walk exercised every kind of change
 
@@ -405,8 +474,8 @@ def test_random_runs_history_answers_as_of_each_run(engine, seed):
         for t in (now, now + timedelta(minutes=59)):
             with engine.connect() as conn:
                 result = conn.execute(
-                    select(H.version_id, *[H[f] for f in API_FIELDS])
+                    select(H.version_id, *[H[f] for f in API_FIELDS], H.extra)
                     .where(H.valid_from <= t, (H.valid_to.is_(None)) | (H.valid_to > t))
                 )
-                as_of = {r[0]: tuple(r[1:]) for r in result}
+                as_of = {r[0]: (tuple(r[1:8]), r[8]) for r in result}
             assert as_of == expected

@@ -87,9 +87,9 @@ def versions_command(app: AppContext, show_all, removed, public, as_of, limit, f
     """List the versions currently listed, newest id first.
 
     JSON and CSV carry every column of lean_version in full, raw (the API's
-    object as last seen) included. With --as-of the columns are the state at
-    that moment from the history: the seven fields (the history keeps no raw)
-    and its valid_from/valid_to.
+    object as last seen) included, and last_seen_at. With --as-of the columns
+    are the state at that moment from the history: the seven fields, extra
+    (the object's other keys) and its valid_from/valid_to.
 
     \b
     Example:
@@ -203,7 +203,8 @@ def changes_command(app: AppContext, since, until, fmt):
 
     Events: new_version, changed, removed, restored, new_hash (from the
     lean_version_event view). Changed and restored events show the fields
-    that differ, old → new. --since is inclusive, --until exclusive.
+    and other keys that differ, old → new; JSON and CSV carry the state's
+    extra too. --since is inclusive, --until exclusive.
 
     \b
     Example:

@@ -101,12 +101,16 @@ def emit(rows: Sequence[dict], columns: Sequence[str], fmt: str, *, table_column
 
 
 def describe_changes(changes: dict | None) -> str:
-    """`public: true → false; lean_hash: 692bae… → f9cad3…` (hashes in full)."""
+    """`public: true → false; lean_hash: 692bae… → f9cad3…` (hashes in full).
+
+    An other key that was added or removed is absent on one side.
+    """
     if not changes:
         return ""
     parts = []
     for name, pair in changes.items():
-        old, new = (text_value(pair[k]) if pair[k] is not None else "null" for k in ("old", "new"))
+        old, new = (("null" if pair[k] is None else text_value(pair[k])) if k in pair else "(absent)"
+                    for k in ("old", "new"))
         if name == "description":
             old, new = shorten(old, 30), shorten(new, 30)
         parts.append(f"{name}: {old} → {new}")
