@@ -316,22 +316,29 @@ def postgres_target(postgres_cluster):
     postgres_cluster.drop_database(name)
 
 
-# Main's payload.py (json-based, before issue 9's msgspec rewrite) fails these; the rewrite is to pass them.
-ON_MAIN = pytest.mark.xfail(strict=True, reason="main's payload.py: see the report of issue 11")
+# Gaps of payload.py the fuzzers found (it is the lead's: the fixes are in the issue-11 report).
+# Strict, so the marks must go once payload.py is fixed.
+PAYLOAD_GAP = pytest.mark.xfail(strict=True, reason=(
+    "payload.py lets msgspec's RecursionError through for nesting past ~1,000 levels, and never checks "
+    "the UTF-8 of the top-level values split_items leaves as msgspec.Raw"))
 
 CASES = {  # the strictness rules, and what the fuzzers found, one example each
-    "UTF-8-encoded surrogate": (b'{"versions": [{"id": 1, "name": "a\xed\xa0\x80"}], "success": true}', ON_MAIN),
+    "UTF-8-encoded surrogate": (b'{"versions": [{"id": 1, "name": "a\xed\xa0\x80"}], "success": true}', None),
     "UTF-8-encoded surrogate in a key outside the versions": (
-        b'{"versions": [], "\xed\xa0\x80x": 1, "success": true}', ON_MAIN),
+        b'{"versions": [], "\xed\xa0\x80x": 1, "success": true}', None),
+    "invalid UTF-8 in a value outside the versions": (
+        b'{"versions": [], "other": {"\xf4\x90\x80\x80": "a\xff"}, "success": true}', PAYLOAD_GAP),
     "invalid UTF-8": (b'{"versions": [{"id": 1, "name": "a\xff"}], "success": true}', None),
     "raw control character": (b'{"versions": [{"id": 1, "name": "a\x01b"}], "success": true}', None),
     "leading zero": (b'{"versions": [{"id": 017}], "success": true}', None),
-    "NaN": (b'{"versions": [{"id": 1, "extra": NaN}], "success": true}', ON_MAIN),
-    "Infinity": (b'{"versions": [{"id": 1, "extra": -Infinity}], "success": true}', ON_MAIN),
-    "lone surrogate": (b'{"versions": [{"id": 1, "name": "\\ud800"}], "success": true}', ON_MAIN),
-    "an array for an id": (b'{"versions": [{"id": []}], "success": true}', ON_MAIN),
-    "an object for an id": (b'{"versions": [{"id": {}}], "success": true}', ON_MAIN),
-    "nested 5,000 deep": (b'{"versions": [{"id": 1, "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}]}", ON_MAIN),
+    "NaN": (b'{"versions": [{"id": 1, "extra": NaN}], "success": true}', None),
+    "Infinity": (b'{"versions": [{"id": 1, "extra": -Infinity}], "success": true}', None),
+    "lone surrogate": (b'{"versions": [{"id": 1, "name": "\\ud800"}], "success": true}', None),
+    "an array for an id": (b'{"versions": [{"id": []}], "success": true}', None),
+    "an object for an id": (b'{"versions": [{"id": {}}], "success": true}', None),
+    "nested 5,000 deep": (b'{"versions": [{"id": 1, "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}]}", PAYLOAD_GAP),
+    "nested 5,000 deep outside the versions": (
+        b'{"versions": [], "other": ' + b"[" * 5000 + b"]" * 5000 + b"}", PAYLOAD_GAP),
     "true for public is not 1": (b'{"versions": [{"id": 2, "public": 1, "extra": true}], "success": true}', None),
     "a BOM": (BOM + b'{"versions": [{"id": 3, "name": "x"}], "success": true}', None),
 }
@@ -342,14 +349,14 @@ def test_hard_cases_give_one_of_the_two_outcomes(sqlite_target, why):
     check_one(sqlite_target, CASES[why][0])
 
 
-@ON_MAIN
+@PAYLOAD_GAP
 @fuzz_settings(SQLITE_EXAMPLES)
 @given(body=bodies())
 def test_fuzzed_answers_on_sqlite(sqlite_target, body):
     check_one(sqlite_target, body)
 
 
-@ON_MAIN
+@PAYLOAD_GAP
 @fuzz_settings(POSTGRES_EXAMPLES)
 @given(body=bodies())
 def test_fuzzed_answers_on_postgresql(postgres_target, body):
