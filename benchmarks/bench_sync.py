@@ -1,37 +1,70 @@
-"""Benchmark leansync's sync against the floor: a plain executemany INSERT.
+"""Benchmark leansync's sync against the floor (a plain executemany INSERT) and sqlite-utils.
 
-    python benchmarks/bench_sync.py --versions 100000 [--database-url URL] [--repeat 3]
+    pip install -r benchmarks/requirements.txt      # sqlite-utils, psutil (benchmark-only)
+    python benchmarks/bench_sync.py --versions 100000 [--repeat 3]
+    python benchmarks/bench_sync.py --versions 100000 --postgres          # a throwaway local server
+    python benchmarks/bench_sync.py --versions 100000 --database-url URL  # your server
+    python benchmarks/bench_sync.py --versions 100000 1000000 --repeat 1  # the scale check
 
-Each scenario runs in a fresh interpreter (multiprocessing's spawn, so its
-peak RSS is its own) on a database prepared for it, and times one call of
-leansync.sync.sync() on a response read from a file (as `sync --from-file`
-does): reading, JSON parsing, validation, diff, writes and commit; no HTTP
-and no process start-up.
-Reported: the median of --repeat runs (peak RSS: the largest).
+Everything is measured in the same invocation, so the ratios compare runs
+made under the same load. The response files are written first by a
+separate process, so generating them costs no measured process any memory.
 
-Scenarios:
-  initial  N versions into an empty database (schema already created)
-  no-op    the same payload again
-  churn    1% of versions changed, 1% new, 1% gone
-  floor    sqlite3 (or psycopg) executemany INSERT of the same N rows into a
-           table with lean_version's columns, one transaction
+In-process (each scenario in a fresh interpreter, multiprocessing's spawn,
+so its peak RSS is its own): one call of leansync.sync.sync() on a response
+read from a file, as `sync --from-file` does: reading, JSON parsing,
+validation, diff, writes and commit; no process start-up.
+
+Whole-process (as cron runs it): the installed command
+`leansync --database-url URL sync -q --from-file FILE` as a child process,
+start-up included; wall time and the peak RSS and file-system writes of
+that one child (os.wait4's rusage).
+
+Scenarios, each on a database whose schema is already created:
+  initial      N versions into an empty database
+  no-op        the same payload again
+  churn        1% of versions changed, 1% new, 1% gone
+  start-up     (whole-process) a no-op sync of 10 versions: what start-up and
+               a run's fixed costs add to every whole-process figure
+  floor        sqlite3 (or psycopg) executemany INSERT of the same N rows
+               into a table with lean_version's 13 columns, one transaction
+  su-objects   (SQLite only) sqlite-utils `upsert_all(versions, pk="id")` of
+               the API's objects as sent into a fresh file; whole-process:
+               `sqlite-utils upsert FILE lean_version versions.json --pk id`
+  su-columns   (SQLite only, in-process) the same with the floor's 13-column
+               rows (raw JSON text included)
+
+Reported: medians of --repeat runs of wall seconds and of CPU seconds (user
++ system of the measured process; on PostgreSQL the server's work is not in
+it); peak RSS is the largest of the runs. Ratios ("x floor") are to the
+in-process floor of the same invocation, wall to wall and CPU to CPU.
 """
 
+from __future__ import annotations
+
 import argparse
+import cProfile
+import itertools
 import json
 import multiprocessing
 import os
 import platform
+import pstats
 import random
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-FIELDS = ("name", "description", "ref", "leanHash", "leanCloudHash", "public", "created")
+SYNC_SCENARIOS = ("initial", "no-op", "churn")
+STARTUP_VERSIONS = 10
+INSTALL_HINT = "pip install -r benchmarks/requirements.txt"
 
 
 def make_versions(n: int, *, seed: int = 7) -> list[dict]:
@@ -79,13 +112,54 @@ def body(versions: list[dict]) -> bytes:
     return json.dumps({"success": True, "errors": [], "versions": versions}).encode()
 
 
+STAMP = "2026-01-01 00:00:00"
+FLOOR_COLUMNS = ("id", "name", "description", "ref", "lean_hash", "lean_cloud_hash", "public", "created",
+                 "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
+
+
+def floor_rows(versions: list[dict]) -> list[tuple]:
+    """lean_version's 13 columns for each version, in the driver's form."""
+    return [
+        (v["id"], v["name"], v["description"], v["ref"], v["leanHash"], v["leanCloudHash"], v["public"],
+         v["created"], STAMP, STAMP, STAMP, None, json.dumps(v))
+        for v in versions
+    ]
+
+
 # --- children ---------------------------------------------------------------
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: across fork and exec that keeps the
+    parent's peak at the fork, so a child would report at least its parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
 
 
-def child_sync(url: str, payload_path: str, out) -> None:
+class timed:
+    """Wall and CPU seconds of a block: on a shared machine the CPU time moves less with the load."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def child_generate(n: int, folder: str, out) -> None:
+    """Write the response files (and sqlite-utils' rows) so that no measured process builds them."""
+    versions = make_versions(n)
+    base = Path(folder)
+    (base / "initial.json").write_bytes(body(versions))
+    (base / "churn.json").write_bytes(body(churn(versions)))
+    (base / "versions.json").write_text(json.dumps(versions))  # the API's objects, for `sqlite-utils upsert`
+    (base / "tiny.json").write_bytes(body(versions[:STARTUP_VERSIONS]))
+    out.send(None)
+
+
+def child_sync(url: str, payload_path: str, profile_path: str | None, out) -> None:
     from sqlalchemy import Engine, event
 
     from leansync.database import make_engine
@@ -101,20 +175,21 @@ def child_sync(url: str, payload_path: str, out) -> None:
     engine = make_engine(url, create=True)
     # Read inside fetch, as `leansync sync --from-file` does; the run parses it.
     source = Source(label="benchmark", fetch=Path(payload_path).read_bytes)
+    profiler = cProfile.Profile() if profile_path else None
     before = statements
-    t0 = time.perf_counter()
-    sync(engine, source, lock_timeout=60, allow_mass_removal=True)
-    elapsed = time.perf_counter() - t0
-    out.send((elapsed, _peak_rss_mb(), statements - before))
+    with timed() as took:
+        if profiler:
+            profiler.enable()
+        sync(engine, source, lock_timeout=60, allow_mass_removal=True)
+        if profiler:
+            profiler.disable()
+    if profiler:
+        profiler.dump_stats(profile_path)
+    out.send((took.wall, _peak_rss_mb(), statements - before, took.cpu))
 
 
 def child_floor(url: str, payload_path: str, out) -> None:
-    versions = json.loads(Path(payload_path).read_bytes())["versions"]
-    rows = [
-        (v["id"], v["name"], v["description"], v["ref"], v["leanHash"], v["leanCloudHash"], v["public"],
-         v["created"], "2026-01-01 00:00:00", "2026-01-01 00:00:00", "2026-01-01 00:00:00", None, json.dumps(v))
-        for v in versions
-    ]
+    rows = floor_rows(json.loads(Path(payload_path).read_bytes())["versions"])
     columns = ("id INTEGER PRIMARY KEY, name TEXT, description TEXT, ref TEXT, lean_hash TEXT, "
                "lean_cloud_hash TEXT, public BOOLEAN, created {ts}, first_seen_at {ts}, last_seen_at {ts}, "
                "updated_at {ts}, removed_at {ts}, raw {json}")
@@ -124,10 +199,8 @@ def child_floor(url: str, payload_path: str, out) -> None:
         conn = sqlite3.connect(url.split("///", 1)[1])
         conn.execute(f"CREATE TABLE floor ({columns.format(ts='DATETIME', json='JSON')})")
         conn.commit()
-        t0 = time.perf_counter()
-        with conn:
+        with timed() as took, conn:
             conn.executemany("INSERT INTO floor VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        elapsed = time.perf_counter() - t0
         conn.close()
     else:
         import psycopg
@@ -138,14 +211,27 @@ def child_floor(url: str, payload_path: str, out) -> None:
         with conn.transaction():
             conn.execute("DROP TABLE IF EXISTS floor")
             conn.execute(f"CREATE TABLE floor ({columns.format(ts='timestamptz', json='jsonb')})")
-        t0 = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur:
+        with timed() as took, conn.transaction(), conn.cursor() as cur:
             cur.executemany("INSERT INTO floor VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
-        elapsed = time.perf_counter() - t0
         with conn.transaction():
             conn.execute("DROP TABLE floor")
         conn.close()
-    out.send((elapsed, _peak_rss_mb(), 1))
+    out.send((took.wall, _peak_rss_mb(), 1, took.cpu))
+
+
+def child_sqlite_utils(path: str, payload_path: str, shape: str, out) -> None:
+    import sqlite_utils
+
+    versions = json.loads(Path(payload_path).read_bytes())["versions"]
+    # "objects": the API's objects as they come (what a sqlite-utils user would load);
+    # "columns": the floor's 13-column rows, raw JSON included.
+    rows = versions if shape == "objects" else [dict(zip(FLOOR_COLUMNS, row)) for row in floor_rows(versions)]
+    del versions
+    db = sqlite_utils.Database(path)
+    with timed() as took:
+        db["lean_version"].upsert_all(rows, pk="id")
+    db.close()
+    out.send((took.wall, _peak_rss_mb(), None, took.cpu))
 
 
 def in_child(target, *args):
@@ -154,81 +240,266 @@ def in_child(target, *args):
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=target, args=(*args, child))
     proc.start()
-    result = parent.recv()
+    child.close()
+    try:
+        result = parent.recv()
+    except EOFError:
+        result = None
     proc.join()
     if proc.exitcode != 0:
-        raise SystemExit(f"benchmark child failed with exit code {proc.exitcode}")
+        raise SystemExit(f"benchmark child {target.__name__} failed with exit code {proc.exitcode}")
     return result
 
 
-# --- driver -----------------------------------------------------------------
+def whole_process(argv: list[str]) -> tuple[float, float, float, float]:
+    """Run one command: wall seconds, peak RSS MB, file-system writes MB and CPU seconds (its own rusage)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{err.read().decode(errors='replace')}")
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_oublock * 512 / 1e6, usage.ru_utime + usage.ru_stime
 
-def fresh_database(base_url: str | None, folder: Path) -> str:
-    """An empty database with leansync's schema."""
+
+def installed(command: str, hint: str) -> str:
+    """A console script of this environment (the one running the benchmark), else from PATH."""
+    local = Path(sys.executable).parent / command
+    found = str(local) if local.exists() else shutil.which(command)
+    if found is None:
+        raise SystemExit(f"the `{command}` command is not installed; {hint}")
+    return found
+
+
+# --- databases --------------------------------------------------------------
+
+def child_prepare(spec: dict, out) -> None:
+    """An empty database with leansync's schema; its URL. In a child, so the driver stays small."""
     from leansync.database import downgrade, ensure_schema, make_engine
 
-    if base_url is None:
-        url = f"sqlite:///{folder / 'bench.db'}"
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            Path(str(folder / "bench.db") + suffix).unlink(missing_ok=True)
-    else:
-        url = base_url
+    if spec["kind"] == "cluster":
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=spec["port"], user=spec["user"], dbname="postgres",
+                             autocommit=True) as admin:
+            for name in spec["drop"]:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{spec["name"]}"')
+        url = spec["url"]
+    elif spec["kind"] == "server":
+        url = spec["url"]
         engine = make_engine(url)
         with engine.begin() as conn:
             downgrade(conn, "base")
         engine.dispose()
+    else:
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(f"{spec['path']}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{spec['path']}"
     engine = make_engine(url, create=True)
     ensure_schema(engine)
     engine.dispose()
-    return url
+    out.send(url)
 
 
-def run(n: int, base_url: str | None, repeat: int) -> dict[str, list[tuple]]:
-    versions = make_versions(n)
-    results: dict[str, list[tuple]] = {"initial": [], "no-op": [], "churn": [], "floor": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        initial, changed = str(folder / "initial.json"), str(folder / "churn.json")
-        Path(initial).write_bytes(body(versions))
-        Path(changed).write_bytes(body(churn(versions)))
-        del versions
-        for _ in range(repeat):
-            url = fresh_database(base_url, folder)
-            results["initial"].append(in_child(child_sync, url, initial))
-            results["no-op"].append(in_child(child_sync, url, initial))
-            results["churn"].append(in_child(child_sync, url, changed))
-            floor_url = url if base_url else f"sqlite:///{folder / 'floor.db'}"
-            Path(folder / "floor.db").unlink(missing_ok=True)
-            results["floor"].append(in_child(child_floor, floor_url, initial))
+@dataclass
+class Backend:
+    """Where the benchmark's databases live: temporary SQLite files or one PostgreSQL server.
+
+    The driver imports neither leansync nor a driver: a child's peak RSS as
+    the kernel reports it (wait4) is never below its parent's at the fork.
+    """
+
+    name: str
+    folder: Path
+    server_url: str | None = None  # --database-url: one database, its leansync tables recreated each time
+    cluster: object = None  # --postgres: tests/pg_cluster.PostgresCluster, a fresh database each time
+    _databases: list[str] = field(default_factory=list)
+    _made: itertools.count = field(default_factory=itertools.count)
+
+    def fresh(self, tag: str) -> str:
+        """An empty database with leansync's schema."""
+        if self.cluster is not None:
+            name = f"bench_{next(self._made)}"
+            spec = {"kind": "cluster", "port": self.cluster.port, "user": "postgres", "drop": self._databases,
+                    "name": name, "url": self.cluster.url(name)}
+            self._databases = [name]
+        elif self.server_url is not None:
+            spec = {"kind": "server", "url": self.server_url}
+        else:
+            spec = {"kind": "sqlite", "path": str(self.folder / f"{tag}.db")}
+        return in_child(child_prepare, spec)
+
+    def floor_url(self, url: str) -> str:
+        if self.name != "sqlite":
+            return url
+        path = self.folder / "floor.db"
+        path.unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+
+
+def start_cluster():
+    """A throwaway local PostgreSQL server, as the tests use (tests/pg_cluster.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pg_cluster import INSTALL_HINT as PG_HINT, PostgresCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit(PG_HINT)
+    cluster = PostgresCluster(bindir)
+    cluster.start()
+    return cluster
+
+
+# --- driver -----------------------------------------------------------------
+
+def run(n: int, backend: Backend, *, repeat: int, modes: set[str], comparisons: bool,
+        profile_dir: Path | None) -> dict[str, list[tuple]]:
+    """{"in-process initial": [(seconds, peak MB, statements), ...], "whole no-op": [...], ...}"""
+    results: dict[str, list[tuple]] = {}
+    folder = backend.folder
+    payload = {"initial": str(folder / "initial.json"), "no-op": str(folder / "initial.json"),
+               "churn": str(folder / "churn.json")}
+    in_child(child_generate, n, str(folder))
+    leansync = installed("leansync", "pip install -e . in this environment") if "whole" in modes else None
+    for _ in range(repeat):
+        if "in-process" in modes:
+            url = backend.fresh("in-process")
+            for scenario in SYNC_SCENARIOS:
+                results.setdefault(f"in-process {scenario}", []).append(
+                    in_child(child_sync, url, payload[scenario], None))
+        if "whole" in modes:
+            url = backend.fresh("start-up")
+            tiny = [leansync, "--database-url", url, "sync", "-q", "--from-file", str(folder / "tiny.json")]
+            whole_process(tiny)
+            results.setdefault("whole start-up", []).append(whole_process(tiny))  # a no-op of 10 versions
+            url = backend.fresh("whole")
+            for scenario in SYNC_SCENARIOS:
+                argv = [leansync, "--database-url", url, "sync", "-q", "--from-file", payload[scenario]]
+                results.setdefault(f"whole {scenario}", []).append(whole_process(argv))
+        results.setdefault("in-process floor", []).append(
+            in_child(child_floor, backend.floor_url(url), payload["initial"]))
+        if comparisons and backend.name == "sqlite":
+            target = folder / "sqlite-utils.db"
+            for shape in ("objects", "columns"):
+                target.unlink(missing_ok=True)
+                results.setdefault(f"in-process su-{shape}", []).append(
+                    in_child(child_sqlite_utils, str(target), payload["initial"], shape))
+            if "whole" in modes:
+                target.unlink(missing_ok=True)
+                argv = [installed("sqlite-utils", INSTALL_HINT), "upsert", str(target), "lean_version",
+                        str(folder / "versions.json"), "--pk", "id"]
+                results.setdefault("whole su-objects", []).append(whole_process(argv))
+    if profile_dir is not None:  # a separate, untimed pass: cProfile slows what it watches
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        url = backend.fresh("profile")
+        for scenario in SYNC_SCENARIOS:
+            out = profile_dir / f"{backend.name}-{n}-{scenario}.prof"
+            in_child(child_sync, url, payload[scenario], str(out))
+            print(f"\n== profile {backend.name} N={n:,} {scenario} ({out}) ==")
+            stats = pstats.Stats(str(out))
+            stats.sort_stats("tottime").print_stats(18)
+            stats.sort_stats("cumulative").print_stats(25)
     return results
 
 
-def report(n: int, results: dict[str, list[tuple]], backend: str) -> str:
-    floor = statistics.median(r[0] for r in results["floor"])
+def report(n: int, results: dict[str, list[tuple]], backend: str, repeat: int) -> str:
+    floor = statistics.median(r[0] for r in results["in-process floor"])
+    floor_cpu = statistics.median(r[3] for r in results["in-process floor"])
     lines = [
-        f"N = {n:,} versions, backend {backend}, median of {len(results['floor'])} runs",
+        f"N = {n:,} versions, backend {backend}, median of {repeat} run(s)",
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.platform()}",
-        "",
-        f"{'scenario':<9} {'seconds':>8} {'versions/s':>11} {'x floor':>8} {'peak RSS MB':>12} {'statements':>11}",
+        f"{platform.platform()}, load average {os.getloadavg()[0]:.2f} at the end",
+        f"driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+        "(the whole-process peaks cannot be below it)",
     ]
-    for name in ("initial", "no-op", "churn", "floor"):
-        seconds = statistics.median(r[0] for r in results[name])
-        rss = max(r[1] for r in results[name])
-        stmts = statistics.median(r[2] for r in results[name])
-        lines.append(f"{name:<9} {seconds:>8.3f} {n / seconds:>11,.0f} {seconds / floor:>8.2f} {rss:>12.0f} {stmts:>11.0f}")
+
+    def table(mode: str, title: str, third: str, fmt) -> None:
+        keys = [k for k in results if k.startswith(f"{mode} ")]
+        if not keys:
+            return
+        lines.extend(["", title, f"{'scenario':<13} {'seconds':>8} {'versions/s':>11} {'x floor':>8} "
+                      f"{'CPU s':>7} {'x floor':>8} {'peak RSS MB':>12} {third:>11}"])
+        for key in keys:
+            seconds = statistics.median(r[0] for r in results[key])
+            cpu = statistics.median(r[3] for r in results[key])
+            rss = max(r[1] for r in results[key])
+            rate = "-" if key.endswith("start-up") else f"{n / seconds:,.0f}"
+            lines.append(f"{key.split(' ', 1)[1]:<13} {seconds:>8.3f} {rate:>11} "
+                         f"{seconds / floor:>8.2f} {cpu:>7.3f} {cpu / floor_cpu:>8.2f} {rss:>12.0f} "
+                         f"{fmt([r[2] for r in results[key]]):>11}")
+
+    table("in-process", "in-process (no start-up):", "statements",
+          lambda values: "" if values[0] is None else f"{statistics.median(values):.0f}")
+    # The client's own file-system writes: on PostgreSQL the server writes, so they say nothing.
+    table("whole", "whole process (start-up included; x the in-process floor):", "written MB",
+          lambda values: f"{statistics.median(values):.1f}" if backend == "sqlite" else "-")
+    return "\n".join(lines)
+
+
+def scale_report(all_results: dict[int, dict[str, list[tuple]]]) -> str:
+    small, large = min(all_results), max(all_results)
+    lines = ["", f"scale: N = {large:,} against N = {small:,} (target: time ratio <= 11, peak RSS <= 1.2 GB)",
+             f"{'scenario':<24} {'seconds':>9} {'ratio':>6} {'CPU ratio':>9} {'peak RSS MB':>12}"]
+    for key in all_results[large]:
+        if key not in all_results[small]:
+            continue
+        t_small = statistics.median(r[0] for r in all_results[small][key])
+        t_large = statistics.median(r[0] for r in all_results[large][key])
+        c_small = statistics.median(r[3] for r in all_results[small][key])
+        c_large = statistics.median(r[3] for r in all_results[large][key])
+        rss = max(r[1] for r in all_results[large][key])
+        lines.append(f"{key:<24} {t_large:>9.3f} {t_large / t_small:>6.2f} {c_large / c_small:>9.2f} {rss:>12.0f}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--versions", type=int, default=100_000)
-    parser.add_argument("--database-url", help="benchmark this database instead of a temporary SQLite file "
-                        "(its leansync tables are dropped and recreated)")
+    parser.add_argument("--versions", type=int, nargs="+", default=[100_000], metavar="N",
+                        help="one or more N; with two or more, a scale table compares the largest to the smallest")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--database-url", help="benchmark this PostgreSQL database instead of temporary SQLite "
+                       "files (its leansync tables are dropped and recreated)")
+    where.add_argument("--postgres", action="store_true",
+                       help="start a throwaway PostgreSQL server on 127.0.0.1 (tests/pg_cluster.py) and use it")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", default="in-process,whole",
+                        help="comma-separated: in-process, whole (default both)")
+    parser.add_argument("--no-sqlite-utils", dest="comparisons", action="store_false",
+                        help="skip the sqlite-utils comparison")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="after the timed runs, profile each scenario in-process once (cProfile) into DIR")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw results to FILE")
     args = parser.parse_args()
-    backend = "sqlite" if args.database_url is None else args.database_url.split(":", 1)[0]
-    print(report(args.versions, run(args.versions, args.database_url, args.repeat), backend))
+    modes = set(args.modes.split(","))
+    if not modes <= {"in-process", "whole"} or not modes:
+        parser.error("--modes takes in-process, whole or both")
+    if args.comparisons and args.database_url is None and not args.postgres:
+        try:
+            import sqlite_utils  # noqa: F401
+        except ImportError:
+            raise SystemExit(f"sqlite-utils is not installed (a benchmark requirement); {INSTALL_HINT} "
+                             "or pass --no-sqlite-utils") from None
+    cluster = start_cluster() if args.postgres else None
+    all_results: dict[int, dict[str, list[tuple]]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="leansync-bench-") as tmp:
+            backend = Backend(name="sqlite" if args.database_url is None and cluster is None else "postgresql",
+                              folder=Path(tmp), server_url=args.database_url, cluster=cluster)
+            for n in args.versions:
+                all_results[n] = run(n, backend, repeat=args.repeat, modes=modes,
+                                     comparisons=args.comparisons, profile_dir=args.profile)
+                print(report(n, all_results[n], backend.name, args.repeat), flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    if len(all_results) > 1:
+        print(scale_report(all_results))
+    if args.json:
+        args.json.write_text(json.dumps({str(n): r for n, r in all_results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,22 +3,26 @@
 Retries use urllib3's Retry on requests' HTTPAdapter (POST included, since
 this call only reads). The token is used only to build the Authorization
 header and never appears in a message, a log line or an exception.
+
+Two bounds keep an unattended run from hanging or swelling: a deadline over
+the whole fetch (every attempt, read and wait between attempts) and a cap
+on the size of the answer, counted after decompression while it streams in.
 """
 
 import base64
 import hashlib
+import io
 import logging
 import re
 import time
-from typing import Any
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from leansync import __version__
 from leansync.config import Credentials
+from leansync.deadline import Deadline, DeadlinePassed, DeadlineTimeout, WatchedAdapter
 from leansync.errors import AuthError, FetchError
 from leansync.payload import api_errors, parse_json
 
@@ -44,19 +48,40 @@ def auth_headers(credentials: Credentials, *, timestamp: int) -> dict[str, str]:
     return {"Timestamp": str(timestamp), "Authorization": f"Basic {basic}"}
 
 
+MIB = 1024 * 1024
+CHUNK_BYTES = 64 * 1024  # decoded bytes per read: urllib3 decompresses no more than asked for
+
+
 class CappedRetry(Retry):
-    """urllib3's Retry, honouring Retry-After but never for more than a minute."""
+    """urllib3's Retry, honouring Retry-After but never for more than a minute,
+    and never waiting past the fetch's deadline."""
 
     # urllib3 would also retry a 413 that carries Retry-After; other 4xx are
     # final answers, so only the statuses retried anyway may ask for a wait.
     RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
 
+    deadline: Deadline | None = None
+
+    def new(self, **kw):
+        retry = super().new(**kw)
+        retry.deadline = self.deadline
+        return retry
+
     def get_retry_after(self, response):
         value = super().get_retry_after(response)
         return None if value is None else min(value, RETRY_AFTER_CAP)
 
+    def sleep(self, response=None) -> None:
+        """urllib3's choice of wait (Retry-After, else the backoff), refused if it would end past the deadline."""
+        wait = self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        wait = wait or self.get_backoff_time()
+        if self.deadline is not None:
+            self.deadline.check(wait)
+        if wait > 0:
+            time.sleep(wait)
 
-def make_session(*, retries: int) -> requests.Session:
+
+def make_session(*, retries: int, deadline: Deadline | None = None) -> requests.Session:
     retry = CappedRetry(
         total=retries,
         connect=retries,
@@ -71,40 +96,51 @@ def make_session(*, retries: int) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,  # hand back the last response so its status can be reported
     )
+    retry.deadline = deadline
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = WatchedAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
 
 
-def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, retries: int) -> Any:
+def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, retries: int,
+                   deadline: float = 600, max_bytes: int = 256 * MIB) -> bytes:
     """POST lean/versions/read and return the response body.
 
-    Raises FetchError (network, HTTP status), AuthError (rejected
-    credentials) or PayloadError (not JSON); the body is parsed and validated
-    by the run (leansync.payload).
+    ``deadline`` (seconds) bounds the whole fetch, ``max_bytes`` the body
+    after decompression. Raises FetchError (network, HTTP status, deadline,
+    size), AuthError (rejected credentials) or PayloadError (not JSON); the
+    body is parsed and validated by the run (leansync.payload).
     """
     url = endpoint_url(api_url)
     attempts = retries + 1
     headers = auth_headers(credentials, timestamp=int(time.time()))
-    log.debug("POST %s (timeout %ss, up to %d attempts)", url, timeout, attempts)
-    try:
-        with make_session(retries=retries) as session:
-            response = session.post(url, json={}, headers=headers, timeout=(timeout, timeout))
-    except requests.exceptions.RetryError as exc:
-        raise FetchError(f"QuantConnect at {url} kept failing after {attempts} attempts: {_reason(exc)}") from None
-    except requests.exceptions.RequestException as exc:
-        if _timed_out(exc):
-            raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
-        raise FetchError(f"could not reach QuantConnect at {url} after {attempts} attempts: {_reason(exc)}") from None
+    log.debug("POST %s (timeout %ss, up to %d attempts, deadline %ss)", url, timeout, attempts, deadline)
+    late = FetchError(f"QuantConnect at {url} did not deliver an answer within the deadline of "
+                      f"{deadline:g} s (--deadline); the run stopped waiting")
+    with Deadline(deadline) as bound:
+        try:
+            with make_session(retries=retries, deadline=bound) as session:
+                with session.post(url, json={}, headers=headers, timeout=DeadlineTimeout(timeout, bound),
+                                  stream=True) as response:
+                    log.debug("HTTP %s from %s", response.status_code, url)
+                    if response.status_code != 200:
+                        raise FetchError(_status_message(response.status_code, url, attempts, credentials))
+                    body = _read_body(response, url=url, max_bytes=max_bytes, deadline=bound)
+        except DeadlinePassed:
+            raise late from None
+        except requests.exceptions.RetryError as exc:
+            raise FetchError(f"QuantConnect at {url} kept failing after {attempts} attempts: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            if bound.passed():  # the watchdog cut the connection, or a timeout shrunk to the deadline fired
+                raise late from None
+            if _timed_out(exc):
+                raise FetchError(f"QuantConnect at {url} did not answer within {timeout:g} s ({attempts} attempts)") from None
+            raise FetchError(f"could not reach QuantConnect at {url} after {attempts} attempts: {_reason(exc)}") from None
 
-    log.debug("HTTP %s from %s, %d bytes", response.status_code, url, len(response.content))
-    if response.status_code != 200:
-        raise FetchError(_status_message(response.status_code, url, attempts, credentials))
-
-    body = response.content
+    log.debug("%d bytes from %s", len(body), url)
     if _may_be_a_failure(body):
         document = parse_json(body, source=url)  # HTML or garbage fails here, with its own message
         errors = api_errors(document)
@@ -115,6 +151,24 @@ def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, re
                 "than two hours off gets the same answer"
             )
     return body
+
+
+def _read_body(response: requests.Response, *, url: str, max_bytes: int, deadline: Deadline) -> bytes:
+    """The decoded body, read in chunks: never more than the cap in memory, never past the deadline."""
+    cap = f"the size cap of {max_bytes / MIB:g} MiB (--max-response-mb)"
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"QuantConnect at {url} announced an answer of {int(declared) / MIB:.1f} MiB "
+                         f"(Content-Length), more than {cap}; nothing was read")
+    body = io.BytesIO()
+    for chunk in response.iter_content(CHUNK_BYTES):  # decompressed by urllib3, at most CHUNK_BYTES at a time
+        arrived = body.tell() + len(chunk)
+        if arrived > max_bytes:
+            raise FetchError(f"the answer of QuantConnect at {url} is larger than {cap}: "
+                             f"{arrived / MIB:.1f} MiB had arrived when leansync stopped reading")
+        body.write(chunk)
+        deadline.check()
+    return body.getvalue()
 
 
 SMALL_BODY = 64 * 1024

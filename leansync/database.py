@@ -6,6 +6,7 @@ timeout, and explicit BEGIN so that every transaction, DDL included, is
 atomic.
 """
 
+import logging
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,13 @@ from leansync.errors import ConfigError, DatabaseError, SchemaError
 SCHEMA_HEAD = "0004"
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+# When a connection dies inside executemany's pipeline, psycopg raises the
+# error (the run reports it as one sentence) and also logs "error ignored
+# terminating <psycopg.Pipeline [BAD]>: the connection is lost". psycopg's
+# logger has no handler, so Python's last-resort handler would print that to
+# stderr as a second line in every cron mail; -v's root handler still shows it.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 def safe_url(url: str) -> str:
@@ -160,6 +168,13 @@ def enable_wal(engine: Engine) -> None:
         cursor.close()
 
 
+# A write that did not reach the disk: full, over a quota, or over a file-size limit
+# (SQLite reports EFBIG as a write I/O error, ENOSPC and EDQUOT as SQLITE_FULL).
+SQLITE_WRITE_FAILURES = frozenset({"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC",
+                                   "SQLITE_IOERR_TRUNCATE", "SQLITE_IOERR_SHMSIZE"})
+PG_DISK_FULL = "53100"
+
+
 @contextmanager
 def database_errors(url: str):
     """Turn driver errors into one sentence that names the database."""
@@ -167,7 +182,21 @@ def database_errors(url: str):
         yield
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if exc.connection_invalidated:  # SQLAlchemy recognised a disconnect
+            raise DatabaseError(f"lost the connection to the database {safe_url(url)}: {reason}") from exc
+        name = getattr(exc.orig, "sqlite_errorname", "")
+        if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT"):
+            raise DatabaseError(f"the database file {sqlite_path(url)} is not a SQLite database or is damaged "
+                                f"({reason}); leansync left it as it is") from exc
+        if _write_failed(exc.orig):
+            raise DatabaseError(f"could not write the database {safe_url(url)}: {reason}; check the free "
+                                "space on its disk (and any quota or file size limit)") from exc
         raise DatabaseError(f"database error on {safe_url(url)}: {reason}") from exc
+
+
+def _write_failed(orig) -> bool:
+    return (getattr(orig, "sqlite_errorname", None) in SQLITE_WRITE_FAILURES
+            or getattr(orig, "sqlstate", None) == PG_DISK_FULL)
 
 
 def alembic_config(connection=None):

@@ -25,6 +25,9 @@ log = logging.getLogger("leansync")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 4
 DEFAULT_LOCK_TIMEOUT = 600.0
+DEFAULT_DEADLINE = 600.0  # seconds for the whole fetch: attempts, reads and retry waits
+DEFAULT_MAX_RESPONSE_MB = 256.0  # MiB of response body, counted after decompression
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ def run_sync(
     user_id: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
+    deadline: float = DEFAULT_DEADLINE,
+    max_response_mb: float = DEFAULT_MAX_RESPONSE_MB,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     allow_mass_removal: bool = False,
     dry_run: bool = False,
@@ -91,7 +96,10 @@ def run_sync(
     seen then: it must be later than every recorded run and not in the
     future. ``api_url`` defaults to $QUANTCONNECT_API_URL or QuantConnect's
     API; the credentials come from the environment or ~/.lean/credentials
-    (``user_id`` overrides the user id). ``on_warning`` receives warnings
+    (``user_id`` overrides the user id). ``timeout`` (per connect and read),
+    ``retries``, ``deadline`` (seconds for the whole fetch) and
+    ``max_response_mb`` (MiB, after decompression) bound the API call as the
+    command's options do. ``on_warning`` receives warnings
     such as a credentials file readable by others (default: logged on the
     "leansync" logger).
 
@@ -111,7 +119,7 @@ def run_sync(
         source = file_source(from_file)
     else:
         source = _api_source(api_url=api_url, user_id=user_id, timeout=timeout, retries=retries,
-                             on_warning=on_warning or log.warning)
+                             deadline=deadline, max_response_mb=max_response_mb, on_warning=on_warning or log.warning)
     url = resolve_database_url(database_url)
     if dry_run:
         engine = make_engine(url) if database_exists(url) else None
@@ -154,8 +162,8 @@ def file_source(path: str | os.PathLike):
     return Source(label=str(resolved), fetch=fetch)
 
 
-def _api_source(*, api_url: str | None, user_id: str | None, timeout: float, retries: int,
-                on_warning: Callable[[str], None]):
+def _api_source(*, api_url: str | None, user_id: str | None, timeout: float, retries: int, deadline: float,
+                max_response_mb: float, on_warning: Callable[[str], None]):
     from leansync.api import endpoint_url, fetch_versions
     from leansync.config import load_credentials
     from leansync.sync import Source
@@ -166,7 +174,8 @@ def _api_source(*, api_url: str | None, user_id: str | None, timeout: float, ret
         on_warning(warning)
     return Source(
         label=endpoint_url(api_url),
-        fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, timeout=timeout, retries=retries),
+        fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, timeout=timeout, retries=retries,
+                                     deadline=deadline, max_bytes=int(max_response_mb * MIB)),
     )
 
 

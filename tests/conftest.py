@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import urllib3.util.retry
 from click.testing import CliRunner
 
 from leansync.cli import cli
@@ -160,6 +161,14 @@ def pytest_terminal_summary(terminalreporter):
         done = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "not run"
         parts.append(f"{backend}: {done}")
     terminalreporter.write_line("database backends: " + "; ".join(parts))
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """urllib3's waits between attempts, recorded instead of slept."""
+    recorded: list[float] = []
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep", recorded.append)
+    return recorded
 
 
 @pytest.fixture(scope="session")

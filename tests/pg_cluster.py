@@ -175,6 +175,16 @@ class PostgresCluster:
         finally:
             self._remove()
 
+    def stop_server(self, mode: str = "fast") -> None:
+        """Shut the server down, keeping its data, as an administrator or a failover would."""
+        self._check(self._run(self.bindir / "pg_ctl", "stop", "-D", self.datadir, "-m", mode, "-w"), "pg_ctl stop")
+
+    def restart_server(self) -> None:
+        """Start a stopped server again, on the same port."""
+        result = self._run(self.bindir / "pg_ctl", "start", "-w", "-t", "60", "-D", self.datadir,
+                           "-l", self.logfile, "-o", f"-p {self.port}")
+        self._check(result, "pg_ctl start")
+
     def _remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -36,7 +36,15 @@ back, one Reply per request); once it is empty, ``qc.default`` answers
   "errors": []}`` and any other status sends a short text body;
 - ``delay`` seconds to wait before answering (for read timeouts);
 - ``drop=True`` to close the connection without any answer;
-- ``authenticate=False`` to skip the credential check for that reply.
+- ``authenticate=False`` to skip the credential check for that reply;
+- ``trickle`` seconds between single bytes of the answer: of all of it
+  (status line and headers too), or with ``trickle_headers=False`` of the
+  body only (a server that sends a byte every few seconds never trips a
+  per-read timeout);
+- ``chunks``: an iterable of bytes sent as the body, without a
+  Content-Length (the connection's end ends it), until it is exhausted or
+  the client hangs up: for bodies far larger than the client should read;
+- ``content_length`` to announce a length other than the body's.
 
 ``qc.reply(*replies)`` appends to the queue. The handler runs in its own
 thread per request (ThreadingHTTPServer), so delays do not block other
@@ -51,7 +59,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -76,6 +86,10 @@ class Reply:
     delay: float = 0.0
     drop: bool = False
     authenticate: bool = True
+    trickle: float = 0.0
+    trickle_headers: bool = True
+    chunks: Iterable[bytes] | None = None
+    content_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -232,13 +246,37 @@ class FakeQuantConnect:
             content_type = "text/html; charset=utf-8" if data.lstrip().startswith(b"<") else "text/plain"
         else:
             data, content_type = json.dumps(payload).encode(), "application/json"
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(data)))
-        for name, value in reply.headers.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+        headers = {"Content-Type": content_type}
+        if reply.chunks is None:
+            headers["Content-Length"] = str(len(data) if reply.content_length is None else reply.content_length)
+        elif reply.content_length is not None:
+            headers["Content-Length"] = str(reply.content_length)
+        headers.update(reply.headers)
+        head = f"HTTP/1.0 {status} {HTTPStatus(status).phrase}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+        handler.close_connection = True
+        try:
+            if reply.trickle:
+                self._trickle(handler, (head.encode() if reply.trickle_headers else b"") + data, reply.trickle,
+                              head=b"" if reply.trickle_headers else head.encode())
+            elif reply.chunks is not None:
+                handler.wfile.write(head.encode())
+                for chunk in reply.chunks:
+                    if self._stopping.is_set():
+                        return
+                    handler.wfile.write(chunk)
+            else:
+                handler.wfile.write(head.encode() + data)
+        except OSError:  # the client hung up, as it should on a too large or too slow answer
+            pass
+
+    def _trickle(self, handler: BaseHTTPRequestHandler, data: bytes, seconds: float, *, head: bytes) -> None:
+        if head:
+            handler.wfile.write(head)
+        for i in range(len(data)):
+            handler.wfile.write(data[i:i + 1])
+            if self._stopping.wait(seconds):
+                return
 
 
 def _make_handler(fake: FakeQuantConnect) -> type[BaseHTTPRequestHandler]:

@@ -35,5 +35,16 @@ def version_from_tag(tag: dict) -> dict:
     }
 
 
+def many_versions(tag_versions: list[dict], n: int) -> list[dict]:
+    """The real tags, then synthetic ones (ids from 1,000,001, hashes of their own), n in all."""
+    versions = list(tag_versions[:n])
+    for synthetic_id in range(1_000_001, 1_000_001 + n - len(versions)):
+        template = tag_versions[synthetic_id % len(tag_versions)]
+        versions.append(version_from_tag({"id": str(synthetic_id), "committed_utc": template["created"],
+                                          "lean_hash": hashlib.sha1(f"s:{synthetic_id}".encode()).hexdigest(),
+                                          "subject": template["description"]}))
+    return versions
+
+
 def response(versions: list[dict]) -> dict:
     return {"versions": versions, "success": True, "errors": []}

@@ -151,7 +151,8 @@ def test_unknown_when_the_file_is_not_a_database(tmp_path):
     path.write_bytes(b"this is not SQLite, just some bytes " * 200)
     code, out = invoke(f"sqlite:///{path}", "--max-age", "1h")
     assert code == 3
-    assert out.startswith(f"UNKNOWN - database error on sqlite:///{path}: file is not a database")
+    assert out.startswith(f"UNKNOWN - the database file {path} is not a SQLite database or is damaged "
+                          "(file is not a database)")
     assert out.count("\n") == 1
 
 

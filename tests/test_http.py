@@ -15,7 +15,6 @@ import time
 from email.utils import formatdate
 
 import pytest
-import urllib3.util.retry
 from urllib3 import HTTPResponse
 from urllib3.util.retry import RequestHistory
 
@@ -40,14 +39,6 @@ def sync(run, qc):
         return run("sync", *args, env={**qc.env(), **(env or {})})
 
     return invoke
-
-
-@pytest.fixture
-def sleeps(monkeypatch):
-    """urllib3's waits between attempts, recorded instead of slept."""
-    recorded: list[float] = []
-    monkeypatch.setattr(urllib3.util.retry.time, "sleep", recorded.append)
-    return recorded
 
 
 def endpoint(qc) -> str:

@@ -152,6 +152,17 @@ def test_run_sync_calls_the_api(database_url, tag_versions, monkeypatch):
     assert qc.problems == []
 
 
+def test_run_sync_bounds_the_fetch_by_size(database_url, tag_versions, monkeypatch):
+    with FakeQuantConnect(versions=tag_versions[:200]) as qc:
+        for name, value in qc.env().items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(leansync.FetchError, match=r"more than the size cap of 0\.0099") as caught:
+            leansync.run_sync(database_url=database_url, retries=0, max_response_mb=0.01)
+        result = leansync.run_sync(database_url=database_url, retries=0, deadline=30, max_response_mb=1)
+    assert caught.value.run_id == 1
+    assert result.inserted == 200
+
+
 def test_a_credentials_warning_goes_to_on_warning(database_url, saved, tag_versions, isolated_env, tmp_path):
     credentials = isolated_env / ".lean" / "credentials"
     credentials.parent.mkdir()

@@ -32,6 +32,12 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help="HTTP connect and read timeout, seconds.")
 @click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
               help="Retries on connection errors, timeouts, 429 and 5xx.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=600, show_default=True,
+              metavar="SECONDS", help="Overall bound on fetching from the API: every attempt, read and wait "
+              "between retries together; past it the run fails (exit 1).")
+@click.option("--max-response-mb", type=click.FloatRange(min=0, min_open=True), default=256, show_default=True,
+              metavar="N", help="Largest API answer to accept, in MiB after decompression; a larger one "
+              "fails the run (exit 1) without being read whole.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=600, show_default=True,
               help="Seconds to wait for another run's lock before giving up (exit 75).")
 @click.option("--allow-mass-removal", is_flag=True,
@@ -50,6 +56,7 @@ def sync_command(app: AppContext, as_json: bool, **options):
       leansync sync -q                          # from cron
       leansync sync --from-file response.json --dry-run
       leansync sync --from-file saved/2026-03-01.json --observed-at 2026-03-01T06:00
+      leansync sync --deadline 120 --max-response-mb 64
       leansync sync -q --metrics-file /var/lib/node_exporter/textfile/leansync.prom
     """
     metrics_file = options.pop("metrics_file")  # the CLI's own, like --json
