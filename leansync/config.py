@@ -23,6 +23,11 @@ def default_database_url() -> str:
     return f"sqlite:///{Path(user_data_dir('leansync')) / 'leansync.db'}"
 
 
+def resolve_database_url(database_url: str | None) -> str:
+    """The URL given, else $LEANSYNC_DATABASE_URL, else the default SQLite file."""
+    return database_url or os.environ.get(ENV_DATABASE_URL) or default_database_url()
+
+
 def lean_credentials_path() -> Path:
     """The file the Lean CLI writes on `lean login`."""
     return Path.home() / ".lean" / "credentials"

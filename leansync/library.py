@@ -17,16 +17,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from leansync.config import DEFAULT_API_URL, ENV_API_URL, ENV_DATABASE_URL
+from leansync.config import DEFAULT_API_URL, ENV_API_URL, resolve_database_url
 from leansync.errors import ConfigError, GuardError, PayloadError
 
 log = logging.getLogger("leansync")
 
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30
 DEFAULT_RETRIES = 4
-DEFAULT_LOCK_TIMEOUT = 600.0
-DEFAULT_DEADLINE = 600.0  # seconds for the whole fetch: attempts, reads and retry waits
-DEFAULT_MAX_RESPONSE_MB = 256.0  # MiB of response body, counted after decompression
+DEFAULT_LOCK_TIMEOUT = 600
+DEFAULT_DEADLINE = 600  # seconds for the whole fetch: attempts, reads and retry waits
+DEFAULT_MAX_RESPONSE_MB = 256  # MiB of response body, counted after decompression
 MIB = 1024 * 1024
 
 
@@ -60,17 +60,6 @@ class SyncResult:
 
 
 COUNT_NAMES = ("versions_seen", "inserted", "updated", "unchanged", "removed", "restored", "new_hashes")
-
-
-def resolve_database_url(database_url: str | None) -> str:
-    """As the command line: the argument, else $LEANSYNC_DATABASE_URL, else the default SQLite file."""
-    if database_url:
-        return database_url
-    if os.environ.get(ENV_DATABASE_URL):
-        return os.environ[ENV_DATABASE_URL]
-    from leansync.config import default_database_url
-
-    return default_database_url()
 
 
 def run_sync(

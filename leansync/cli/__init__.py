@@ -23,11 +23,9 @@ class AppContext:
     quiet: bool = False
 
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        from leansync.config import default_database_url
+        from leansync.config import resolve_database_url
 
-        return default_database_url()
+        return resolve_database_url(self.database_url)
 
 
 def _set_flag(name):

@@ -9,6 +9,13 @@ from leansync.cli import AppContext, verbosity_options
 from leansync.cli.integrations import metrics_file_option, write_metrics_file
 from leansync.cli.query import When
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
+from leansync.library import (
+    DEFAULT_DEADLINE,
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_MB,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+)
 
 if TYPE_CHECKING:  # at run time the library loads inside the command (SQLAlchemy)
     from leansync.library import SyncResult
@@ -28,17 +35,17 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help=f"QuantConnect API base URL [env {ENV_API_URL}].")
 @click.option("--user-id", metavar="ID", help="QuantConnect user id (the token comes only from the "
               "environment or ~/.lean/credentials).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True,
               help="HTTP connect and read timeout, seconds.")
-@click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
+@click.option("--retries", type=click.IntRange(min=0), default=DEFAULT_RETRIES, show_default=True,
               help="Retries on connection errors, timeouts, 429 and 5xx.")
-@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=600, show_default=True,
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_DEADLINE, show_default=True,
               metavar="SECONDS", help="Overall bound on fetching from the API: every attempt, read and wait "
               "between retries together; past it the run fails (exit 1).")
-@click.option("--max-response-mb", type=click.FloatRange(min=0, min_open=True), default=256, show_default=True,
-              metavar="N", help="Largest API answer to accept, in MiB after decompression; a larger one "
+@click.option("--max-response-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_RESPONSE_MB,
+              show_default=True, metavar="N", help="Largest API answer to accept, in MiB after decompression; a larger one "
               "fails the run (exit 1) without being read whole.")
-@click.option("--lock-timeout", type=click.FloatRange(min=0), default=600, show_default=True,
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=DEFAULT_LOCK_TIMEOUT, show_default=True,
               help="Seconds to wait for another run's lock before giving up (exit 75).")
 @click.option("--allow-mass-removal", is_flag=True,
               help="Apply a run even if it removes more than half of the listed versions.")
