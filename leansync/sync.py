@@ -110,8 +110,8 @@ def backfill_clock(conn: Connection, observed_at: datetime) -> datetime:
 
     History only grows forward: a time not later than the newest run (failed
     runs included) is refused with a ConfigError, before anything is written.
+    Its callers have already refused a time in the future (check_not_future).
     """
-    check_not_future(observed_at)
     newest = conn.execute(
         select(sync_run.c.id, sync_run.c.started_at).order_by(sync_run.c.started_at.desc(), sync_run.c.id.desc())
         .limit(1)
