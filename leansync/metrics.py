@@ -15,11 +15,12 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from sqlalchemy import Connection, func, select
 
 from leansync.database import database_errors, database_exists, make_engine, require_schema
+from leansync.diff import HASH_KINDS as HASH_COLUMNS
 from leansync.errors import LeansyncError
 from leansync.models import lean_hash, lean_version, sync_run
 
 RUN_STATUSES = ("success", "failed")
-HASH_KINDS = ("lean", "lean_cloud")
+HASH_KINDS = tuple(kind for kind, _ in HASH_COLUMNS)  # lean_hash.kind, as the diff records them
 CHANGES = ("inserted", "updated", "removed", "restored", "new_hashes")
 
 
