@@ -18,7 +18,7 @@ from leansync.database import database_errors, ensure_schema, require_schema, sa
 from leansync.errors import ConfigError
 from leansync.lock import run_lock
 from leansync.models import UTCDateTime, metadata, sync_run
-from leansync.writer import Codec
+from leansync.writer import Codec, bulk_insert
 
 BATCH_ROWS = 5000
 
@@ -73,7 +73,6 @@ def _copy_table(src: Connection, dst: Connection, table: Table, batch_rows: int)
     query = f"SELECT {', '.join(read)} FROM {quote(table.name)} ORDER BY {order}"
     convert = [(i, f) for i, c in enumerate(table.columns)
                if (f := _converter(c, src.dialect.name, dst.dialect.name)) is not None]
-    write = _copy_writer(dst, table, names)
     copied = 0
     for rows in src.execution_options(yield_per=batch_rows).exec_driver_sql(query).partitions(batch_rows):
         if convert:
@@ -82,7 +81,8 @@ def _copy_table(src: Connection, dst: Connection, table: Table, batch_rows: int)
                 for i, f in convert:
                     if row[i] is not None:
                         row[i] = f(row[i])
-        write(rows)
+        # COPY into PostgreSQL, which parses the JSON text into jsonb; executemany into SQLite.
+        bulk_insert(dst, table.name, names, [tuple(row) for row in rows])
         copied += len(rows)
     return copied
 
@@ -104,23 +104,6 @@ def _converter(column, source: str, target: str) -> Callable[[Any], Any] | None:
 
 def _sqlite_text_to_utc(value: str) -> datetime:
     return datetime.fromisoformat(value + "+00:00")  # faster than .replace(tzinfo=...)
-
-
-def _copy_writer(dst: Connection, table: Table, names: list[str]) -> Callable[[list], None]:
-    columns = ", ".join(names)
-    if dst.dialect.name == "postgresql":
-        # COPY: the fastest way in; the server parses JSON text into jsonb.
-        cursor_of = dst.connection.dbapi_connection.cursor
-
-        def copy_rows(rows: list) -> None:
-            with cursor_of() as cursor, cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-
-        return copy_rows
-    marks = ", ".join("?" for _ in names)
-    sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks})"
-    return lambda rows: dst.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 def _advance_sequences(conn: Connection) -> None:

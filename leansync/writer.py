@@ -24,7 +24,7 @@ at 100,000 versions (benchmarks/README.md).
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
 import msgspec
@@ -150,9 +150,9 @@ def finish_run(conn: Connection, run_id: int, *, finished_at: datetime) -> None:
     conn.execute(update(sync_run).where(sync_run.c.id == run_id).values(finished_at=finished_at))
 
 
-def _bulk(conn: Connection, codec: Codec, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """Many rows into a table: executemany on SQLite, COPY on PostgreSQL."""
-    if codec.sqlite:
+def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Many rows, in the driver's form, into a table: executemany on SQLite, COPY on PostgreSQL."""
+    if conn.dialect.name == "sqlite":
         marks = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
         return
@@ -173,7 +173,7 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
     run = conn.exec_driver_sql
 
     if plan.inserted:
-        _bulk(conn, codec, lean_version.name, VERSION_COLUMNS,
+        bulk_insert(conn, lean_version.name, VERSION_COLUMNS,
               [(v.id, *codec.fields(v.fields), ts, ts, None, v.raw, v.digest) for v in plan.inserted])
 
     changes = [(c.version, ts) for c in plan.updated + plan.restored] + [(v, None) for v in plan.raw_refreshed]
