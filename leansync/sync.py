@@ -40,14 +40,16 @@ class Source:
 
 
 @dataclass
-class SyncResult:
+class RunOutcome:
+    """A run's plan and run id, for leansync.library, which makes the public SyncResult of it."""
+
     plan: Plan
     run_id: int | None  # None for a dry run
     dry_run: bool = False
 
 
 def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_removal: bool = False,
-         observed_at: datetime | None = None) -> SyncResult:
+         observed_at: datetime | None = None) -> RunOutcome:
     """One run; ``observed_at`` (a backfill) is its started_at instead of now."""
     url = str(engine.url)
     check_not_future(observed_at)  # before anything is created
@@ -69,7 +71,7 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
             exc.run_id = _record_failure(engine, started_at=started_at, source=source.label, error=exc)
             raise
     log.info("run %d committed: %s", run_id, plan.counts())
-    return SyncResult(plan=plan, run_id=run_id)
+    return RunOutcome(plan=plan, run_id=run_id)
 
 
 def plan_against(conn: Connection | None, body: bytes, *, source: str) -> Plan:
@@ -136,7 +138,7 @@ def _not_before(started_at: datetime) -> datetime:
 
 
 def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool = False,
-            observed_at: datetime | None = None) -> SyncResult:
+            observed_at: datetime | None = None) -> RunOutcome:
     """Compute the plan and write nothing: no lock file, no migration, no run row.
 
     ``engine`` is None when the database does not exist yet (all would be new).
@@ -158,7 +160,7 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
     except GuardError as exc:
         exc.dry_run_plan = plan  # so the output can show what the refused run would have done
         raise
-    return SyncResult(plan=plan, run_id=None, dry_run=True)
+    return RunOutcome(plan=plan, run_id=None, dry_run=True)
 
 
 def _record_failure(engine: Engine, *, started_at: datetime, source: str, error: Exception) -> int | None:
