@@ -11,7 +11,7 @@ made under the same load. The response files are written first by a
 separate process, so generating them costs no measured process any memory.
 
 In-process (each scenario in a fresh interpreter, multiprocessing's spawn,
-so its peak RSS is its own): one call of leansync.sync.sync() on a response
+so its peak RSS is its own): one call of leansync.history.sync.sync() on a response
 read from a file, as `sync --from-file` does: reading, JSON parsing,
 validation, diff, writes and commit; no process start-up.
 
@@ -162,8 +162,8 @@ def child_generate(n: int, folder: str, out) -> None:
 def child_sync(url: str, payload_path: str, profile_path: str | None, out) -> None:
     from sqlalchemy import Engine, event
 
-    from leansync.database import make_engine
-    from leansync.sync import Source, sync
+    from leansync.store.database import make_engine
+    from leansync.history.sync import Source, sync
 
     statements = 0
 
@@ -278,7 +278,7 @@ def installed(command: str, hint: str) -> str:
 
 def child_prepare(spec: dict, out) -> None:
     """An empty database with leansync's schema; its URL. In a child, so the driver stays small."""
-    from leansync.database import downgrade, ensure_schema, make_engine
+    from leansync.store.database import downgrade, ensure_schema, make_engine
 
     if spec["kind"] == "cluster":
         import psycopg

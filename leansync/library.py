@@ -96,8 +96,8 @@ def run_sync(
     AuthError, PayloadError, GuardError, DatabaseError (1). A dry run the
     mass-removal guard refuses raises GuardError with ``dry_run_result``.
     """
-    from leansync.database import database_exists, make_engine
-    from leansync.sync import dry_run as plan_only, sync
+    from leansync.store.database import database_exists, make_engine
+    from leansync.history.sync import dry_run as plan_only, sync
 
     if observed_at is not None:
         if from_file is None:
@@ -136,7 +136,7 @@ def _result(plan, *, run_id: int | None, dry_run: bool) -> SyncResult:
 
 def file_source(path: str | os.PathLike):
     """A saved response: its bytes are parsed by the run (see sync.plan_against)."""
-    from leansync.sync import Source
+    from leansync.history.sync import Source
 
     if str(path) == "-":
         return Source(label="stdin", fetch=sys.stdin.buffer.read)
@@ -153,9 +153,9 @@ def file_source(path: str | os.PathLike):
 
 def _api_source(*, api_url: str | None, user_id: str | None, timeout: float, retries: int, deadline: float,
                 max_response_mb: float, on_warning: Callable[[str], None]):
-    from leansync.api import endpoint_url, fetch_versions
+    from leansync.source.api import endpoint_url, fetch_versions
     from leansync.config import load_credentials
-    from leansync.sync import Source
+    from leansync.history.sync import Source
 
     api_url = api_url or os.environ.get(ENV_API_URL) or DEFAULT_API_URL
     credentials = load_credentials(user_id=user_id)  # before anything is sent or written
@@ -178,8 +178,8 @@ def export(*, database_url: str | None = None, as_of: datetime | None = None) ->
     ConfigError for a database that does not exist or is not at the current
     schema, DatabaseError when it cannot be read.
     """
-    from leansync.database import database_errors
-    from leansync.models import utcnow
+    from leansync.store.database import database_errors
+    from leansync.store.models import utcnow
     from leansync.read import api_versions_as_of, open_database
 
     if as_of is not None and (as_of.tzinfo is None or as_of.utcoffset() is None):

@@ -26,15 +26,15 @@ from sqlalchemy import (
     select,
 )
 
-from leansync.database import make_engine, require_schema
-from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import FIELD_KEYS
+from leansync.store.database import make_engine, require_schema
+from leansync.store.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.source.payload import FIELD_KEYS
 from leansync.timespec import format_utc
 
 # The views, described for SQLAlchemy only. They live in their own MetaData
 # so that Alembic's autogenerate (which compares models.metadata) never
 # mistakes them for tables. Their comments are their descriptions, as the
-# tables' are (see leansync.models).
+# tables' are (see leansync.store.models).
 views = MetaData()
 
 

@@ -11,7 +11,7 @@ import os
 
 from alembic import context
 
-from leansync.models import metadata
+from leansync.store.models import metadata
 
 config = context.config
 
@@ -30,7 +30,7 @@ def run_with(connection) -> None:
 
 def run_standalone() -> None:
     from leansync.config import ENV_DATABASE_URL, default_database_url
-    from leansync.database import enable_wal, make_engine
+    from leansync.store.database import enable_wal, make_engine
 
     if config.config_file_name:
         logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)

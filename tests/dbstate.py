@@ -12,8 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, select
 
-from leansync.database import make_engine
-from leansync.models import lean_hash, lean_version, lean_version_history, sync_run
+from leansync.store.database import make_engine
+from leansync.store.models import lean_hash, lean_version, lean_version_history, sync_run
 
 TIMESTAMP_COLUMNS = {
     "lean_version": ("first_seen_at", "updated_at", "removed_at"),

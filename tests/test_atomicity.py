@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from dbstate import check_integrity, check_invariants, has_schema, is_sqlite, snapshot
-from leansync.database import make_engine
+from leansync.store.database import make_engine
 from samples import response, version_from_tag
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))

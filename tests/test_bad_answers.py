@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from dbstate import check_invariants, data_tables, engine_for, runs
-from leansync.models import lean_version
+from leansync.store.models import lean_version
 from qc_server import FakeQuantConnect, Reply
 
 PREFIX = "leansync: error: "

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from leansync import database
+from leansync.store import database
 from leansync.cli import cli
 
 T = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)

@@ -1,7 +1,7 @@
 """One source for the column docs: docs/schema.md, the models' comments and PostgreSQL's agree.
 
 Every table, view and column has a description: the `comment=` of its
-model (leansync.models for tables, leansync.read.views for views), which
+model (leansync.store.models for tables, leansync.read.views for views), which
 migration 0004 puts on PostgreSQL and `datasette-metadata` hands to Datasette.
 
 The rule that relates them to docs/schema.md, word for word:
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from leansync import database
-from leansync.models import metadata
+from leansync.store import database
+from leansync.store.models import metadata
 from leansync.read import views
 
 SCHEMA = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text(encoding="utf-8")

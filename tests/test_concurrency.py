@@ -5,7 +5,7 @@ run lock: a second run waits, and gives up after --lock-timeout with exit 75
 and a message. SQLite is in WAL mode, so readers (a reporting tool, the read
 commands) never block a sync and a sync never blocks them; no run ever fails
 with "database is locked", and no version ever gets two open history rows.
-The lock is held from the test itself (leansync.lock.run_lock) wherever a
+The lock is held from the test itself (leansync.history.lock.run_lock) wherever a
 test needs a run to wait, so nothing depends on timing.
 """
 
@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import text
 
 from dbstate import check_invariants, data_tables, engine_for, is_sqlite, runs, snapshot
-from leansync.database import make_engine, sqlite_path
-from leansync.lock import lock_file_path, run_lock
+from leansync.store.database import make_engine, sqlite_path
+from leansync.history.lock import lock_file_path, run_lock
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
 PROCESSES = 5

@@ -17,7 +17,7 @@ import pytest
 
 from dbstate import check_invariants, data_tables, runs
 from faults import LEANSYNC, PREFIX, leansync
-from leansync.database import make_engine
+from leansync.store.database import make_engine
 from pg_cluster import PostgresCluster
 from samples import many_versions, response
 

@@ -22,8 +22,8 @@ from sqlalchemy import text
 from clitext import error_line
 from dbstate import runs, snapshot
 from leansync.cli import cli
-from leansync.database import current_revision, make_engine, sqlite_path
-from leansync.lock import lock_file_path
+from leansync.store.database import current_revision, make_engine, sqlite_path
+from leansync.history.lock import lock_file_path
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
 

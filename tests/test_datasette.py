@@ -18,8 +18,8 @@ import pytest
 import requests
 from freezegun import freeze_time
 
-from leansync.datasette import CANNED_QUERIES
-from leansync.models import metadata
+from leansync.outputs.datasette import CANNED_QUERIES
+from leansync.store.models import metadata
 from leansync.read import views
 from samples import response
 from test_readme_sql import DIALECTS, parse_block, sql_blocks
@@ -192,7 +192,7 @@ def test_every_canned_query_answers_as_the_cli_does(datasette, history):
 def test_the_pages_show_the_schemas_descriptions(datasette):
     from html import unescape
 
-    from leansync.models import lean_version_history
+    from leansync.store.models import lean_version_history
     from leansync.read import lean_version_event
 
     for table, column in ((lean_version_history, "changed_fields"), (lean_version_event, "event_time")):

@@ -17,9 +17,9 @@ from freezegun import freeze_time
 
 from dbstate import has_schema, raw_rows
 from leansync.cli import cli
-from leansync.lock import run_lock
-from leansync.database import make_engine
-from leansync.models import metadata
+from leansync.history.lock import run_lock
+from leansync.store.database import make_engine
+from leansync.store.models import metadata
 
 UTC = timezone.utc
 TIMES = [datetime(2026, 3, day, 6, 0, tzinfo=UTC) for day in range(1, 7)]

@@ -13,8 +13,8 @@ import urllib3.util.retry
 
 from dbstate import runs
 from faults import assert_failed_run, leansync, qc, synced  # noqa: F401 (fixtures)
-from leansync.api import make_session
-from leansync.deadline import Deadline, DeadlinePassed
+from leansync.source.api import make_session
+from leansync.source.deadline import Deadline, DeadlinePassed
 from qc_server import Reply
 
 

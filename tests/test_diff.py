@@ -1,7 +1,7 @@
 """The pure diff: stored state + the API's items -> a plan, with plain values.
 
 No database here: every rule of the history is checked on
-``leansync.diff.plan_sync`` (the same steps a run takes, see leansync.diff)
+``leansync.history.diff.plan_sync`` (the same steps a run takes, see leansync.history.diff)
 and ``check_mass_removal`` directly, and a seeded random walk checks the
 invariants over long sequences of runs. Items are JSON bytes, as the API
 sends them; the stored state is what the writer keeps of a decoded item.
@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from leansync.diff import NewHash, Plan, StoredVersion, canonical, check_mass_removal, plan_sync
+from leansync.history.diff import NewHash, Plan, StoredVersion, canonical, check_mass_removal, plan_sync
 from leansync.errors import GuardError, PayloadError
-from leansync.models import API_FIELDS
-from leansync.payload import decode_version, digest
+from leansync.store.models import API_FIELDS
+from leansync.source.payload import decode_version, digest
 
 CREATED = datetime(2023, 3, 21, 20, 45, 48, tzinfo=timezone.utc)
 BASE = {

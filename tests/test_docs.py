@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from leansync.cli import cli
-from leansync.models import metadata
+from leansync.store.models import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ from freezegun import freeze_time
 
 import leansync
 from leansync.cli import cli
-from leansync.payload import FIELD_KEYS
+from leansync.source.payload import FIELD_KEYS
 
 UTC = timezone.utc
 START = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)

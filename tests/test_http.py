@@ -19,7 +19,7 @@ from urllib3 import HTTPResponse
 from urllib3.util.retry import RequestHistory
 
 from dbstate import data_tables, runs
-from leansync.api import RETRY_AFTER_CAP, make_session
+from leansync.source.api import RETRY_AFTER_CAP, make_session
 from qc_server import HASH_MISMATCH, USER_ID_INVALID, FakeQuantConnect, Reply
 
 ENV_SOURCE = "the environment (QUANTCONNECT_USER_ID, QUANTCONNECT_API_TOKEN)"

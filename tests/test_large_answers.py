@@ -10,7 +10,7 @@ import json
 import pytest
 
 from dbstate import data_tables, runs
-from leansync.api import SMALL_BODY
+from leansync.source.api import SMALL_BODY
 from qc_server import FakeQuantConnect, Reply
 
 

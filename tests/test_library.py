@@ -17,8 +17,8 @@ from freezegun import freeze_time
 
 import leansync
 from dbstate import has_schema
-from leansync.database import make_engine
-from leansync.lock import run_lock
+from leansync.store.database import make_engine
+from leansync.history.lock import run_lock
 from qc_server import DEFAULT_TOKEN, FakeQuantConnect, Reply
 from samples import response
 

@@ -21,8 +21,8 @@ from alembic.script import ScriptDirectory
 from freezegun import freeze_time
 from sqlalchemy import Column, Integer, MetaData, Table, Text, inspect, text
 
-from leansync import database
-from leansync.models import UTCDateTime, metadata
+from leansync.store import database
+from leansync.store.models import UTCDateTime, metadata
 from leansync.timespec import format_utc
 
 REPO = Path(__file__).resolve().parent.parent

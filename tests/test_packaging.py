@@ -75,7 +75,7 @@ def test_installed_wheel_syncs_from_a_folder_outside_the_checkout(installed, tmp
         return _run([sys.executable, "-c", "from leansync.cli import main; main()", *args], cwd=elsewhere, env=env)
 
     # The code (and so the migrations) come from the installed wheel, not from the checkout.
-    where = _run([sys.executable, "-c", "import leansync.database as d; print(d.__file__); "
+    where = _run([sys.executable, "-c", "import leansync.store.database as d; print(d.__file__); "
                   "print(d.alembic_config().get_main_option('script_location'))"], cwd=elsewhere, env=env)
     module_file, script_location = where.stdout.split()
     assert Path(module_file).is_relative_to(installed)

@@ -1,4 +1,4 @@
-"""leansync.payload on valid answers: what is accepted and how it is normalised.
+"""leansync.source.payload on valid answers: what is accepted and how it is normalised.
 
 The bad-answer matrix (wrong types, success: false, HTML...) is tested
 through the CLI in tests/test_bad_answers.py.
@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from leansync.errors import PayloadError
-from leansync.models import API_FIELDS
-from leansync.payload import (
+from leansync.store.models import API_FIELDS
+from leansync.source.payload import (
     FIELD_KEYS,
     INT32,
     MODELLED_KEYS,

@@ -25,9 +25,9 @@ from sqlalchemy import Engine, Integer, Text, event
 from sqlalchemy.engine import make_url
 
 from dbstate import check_invariants
-from leansync.database import SCHEMA_HEAD
-from leansync.lock import PG_LOCK_KEY
-from leansync.models import UTCDateTime, metadata
+from leansync.store.database import SCHEMA_HEAD
+from leansync.history.lock import PG_LOCK_KEY
+from leansync.store.models import UTCDateTime, metadata
 from pg_cluster import free_port
 from qc_server import FakeQuantConnect, Reply
 

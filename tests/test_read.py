@@ -27,7 +27,8 @@ from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import create_engine, inspect, text
 
-from leansync import database, read
+from leansync import read
+from leansync.store import database
 from leansync.cli import cli
 
 UTC = timezone.utc

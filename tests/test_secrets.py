@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from dbstate import full_dump_text, is_sqlite, runs
-from leansync.api import fetch_versions
+from leansync.source.api import fetch_versions
 from leansync.config import load_credentials
-from leansync.database import sqlite_path
+from leansync.store.database import sqlite_path
 from leansync.errors import LeansyncError
 from qc_server import FakeQuantConnect, Reply
 

@@ -20,11 +20,11 @@ from sqlalchemy import MetaData, create_engine, inspect, select
 from clitext import error_line
 from dbstate import check_invariants, runs
 from leansync.cli import cli
-from leansync import models
-from leansync.database import make_engine, sqlite_path
-from leansync.lock import lock_file_path, run_lock
-from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import parse_created
+from leansync.store import models
+from leansync.store.database import make_engine, sqlite_path
+from leansync.history.lock import lock_file_path, run_lock
+from leansync.store.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.source.payload import parse_created
 
 UTC = timezone.utc
 T1 = datetime(2026, 3, 1, 6, 0, 0, tzinfo=UTC)

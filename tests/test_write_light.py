@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from leansync.database import sqlite_path
+from leansync.store.database import sqlite_path
 
 LEANSYNC = Path(sys.executable).parent / "leansync"
 TABLES = ("sync_run", "lean_version", "lean_hash", "lean_version_history", "alembic_version")

@@ -1,7 +1,7 @@
 """The save side on a real database (SQLite and PostgreSQL), with no HTTP and no CLI.
 
 Plans come from sync.plan_against (the writer's reads, then the pure diff);
-leansync.writer writes the plan and the sync_run row. Each test checks the
+leansync.history.writer writes the plan and the sync_run row. Each test checks the
 rows themselves.
 """
 
@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from leansync.database import ensure_schema, make_engine, sqlite_path
-from leansync.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, metadata, sync_run
-from leansync.payload import MODELLED_KEYS, decode_version, digest
-from leansync.sync import plan_against
-from leansync.writer import apply_plan, finish_run, insert_run, read_index, read_stored
+from leansync.store.database import ensure_schema, make_engine, sqlite_path
+from leansync.store.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, metadata, sync_run
+from leansync.source.payload import MODELLED_KEYS, decode_version, digest
+from leansync.history.sync import plan_against
+from leansync.history.writer import apply_plan, finish_run, insert_run, read_index, read_stored
 
 T0 = datetime(2026, 3, 1, 6, 0, 0, tzinfo=timezone.utc)
 V = lean_version.c
@@ -83,7 +83,7 @@ def other_keys(item: dict) -> dict | None:
 
 
 def sync_once(engine, items: list[dict], now: datetime):
-    """One run as leansync.sync does it, minus lock and clock."""
+    """One run as leansync.history.sync does it, minus lock and clock."""
     with engine.begin() as conn:
         plan = plan_against(conn, body_of(items), source="test")
         run_id = insert_run(conn, started_at=now, source="test", status="success", counts=plan.counts())

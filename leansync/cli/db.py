@@ -27,8 +27,8 @@ def upgrade_command(app: AppContext, lock_timeout: float):
     Example:
       leansync db upgrade
     """
-    from leansync.database import SCHEMA_HEAD, ensure_schema, make_engine, safe_url
-    from leansync.lock import run_lock
+    from leansync.store.database import SCHEMA_HEAD, ensure_schema, make_engine, safe_url
+    from leansync.history.lock import run_lock
 
     url = app.resolved_database_url()
     engine = make_engine(url, create=True)
@@ -48,7 +48,7 @@ def current_command(app: AppContext):
     Example:
       leansync --database-url postgresql://leansync@db/leansync db current
     """
-    from leansync.database import (SCHEMA_HEAD, current_revision, database_errors, known_revisions,
+    from leansync.store.database import (SCHEMA_HEAD, current_revision, database_errors, known_revisions,
                                    make_engine, safe_url)
 
     url = app.resolved_database_url()
@@ -85,8 +85,8 @@ def copy_command(app: AppContext, target_url: str, lock_timeout: float):
     Example:
       leansync db copy --to postgresql://leansync@db.example.com/leansync
     """
-    from leansync.database import make_engine, safe_url
-    from leansync.dbcopy import copy_database
+    from leansync.store.database import make_engine, safe_url
+    from leansync.store.dbcopy import copy_database
     from leansync.read import open_database
 
     source_url = app.resolved_database_url()

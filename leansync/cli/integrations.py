@@ -1,6 +1,6 @@
 """Commands for the tools around leansync: Prometheus metrics and Datasette.
 
-The work is in leansync.metrics and leansync.datasette; this is the click layer.
+The work is in leansync.outputs.metrics and leansync.outputs.datasette; this is the click layer.
 """
 
 import logging
@@ -26,7 +26,7 @@ def metrics_command(app: AppContext):
     Example:
       leansync metrics
     """
-    from leansync.metrics import exposition
+    from leansync.outputs.metrics import exposition
 
     with reading(app) as conn:
         text = exposition(conn)
@@ -51,7 +51,7 @@ def datasette_metadata_command(app: AppContext):
     """
     import json
 
-    from leansync.datasette import metadata_document
+    from leansync.outputs.datasette import metadata_document
 
     click.echo(json.dumps(metadata_document(url=app.resolved_database_url()), indent=2))
 
@@ -75,7 +75,7 @@ def write_metrics_file(app: AppContext, path: Path, *, warn: bool = True) -> Non
     and only a debug log after a failed one, whose error says it all.
     """
     from leansync.cli import error_message
-    from leansync.metrics import write_textfile
+    from leansync.outputs.metrics import write_textfile
 
     try:
         write_textfile(app.resolved_database_url(), path)
@@ -84,4 +84,4 @@ def write_metrics_file(app: AppContext, path: Path, *, warn: bool = True) -> Non
         if warn:
             click.echo(f"leansync: warning: {message}", err=True)
         else:
-            logging.getLogger("leansync.metrics").debug(message)
+            logging.getLogger("leansync.outputs.metrics").debug(message)

@@ -59,7 +59,7 @@ class Duration(click.ParamType):
 @contextmanager
 def reading(app: AppContext):
     """A read-only connection to an existing database at the current schema."""
-    from leansync.database import database_errors
+    from leansync.store.database import database_errors
     from leansync.read import open_database
 
     url = app.resolved_database_url()
@@ -162,7 +162,7 @@ def show_command(app: AppContext, version_id: int, fmt: str):
       leansync show 17810 --format json
     """
     from leansync import read
-    from leansync.database import safe_url
+    from leansync.store.database import safe_url
     from leansync.errors import LeansyncError
 
     with reading(app) as conn:

@@ -14,7 +14,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# Types are spelled out here, not imported from leansync.models: a migration
+# Types are spelled out here, not imported from leansync.store.models: a migration
 # must keep meaning what it meant when it was written.
 TS = sa.DateTime(timezone=True)
 RAW = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")

@@ -4,7 +4,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 
-The descriptions are docs/schema.md's, as leansync.models and leansync.read
+The descriptions are docs/schema.md's, as leansync.store.models and leansync.read
 carry them (``comment=``), so that `psql \\d+`, Metabase, Grafana, DBeaver and
 Superset show them. SQLite has no comments: there this does nothing.
 """

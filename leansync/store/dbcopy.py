@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, Engine, Integer, Table, func, select, text
 
-from leansync.database import database_errors, ensure_schema, require_schema, safe_url
+from leansync.store.database import database_errors, ensure_schema, require_schema, safe_url
 from leansync.errors import ConfigError
-from leansync.lock import run_lock
-from leansync.models import UTCDateTime, metadata, sync_run
-from leansync.writer import Codec, bulk_insert
+from leansync.history.lock import run_lock
+from leansync.store.models import UTCDateTime, metadata, sync_run
+from leansync.history.writer import Codec, bulk_insert
 
 BATCH_ROWS = 5000
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 
 from leansync.config import DEFAULT_API_URL
-from leansync.database import safe_url, sqlite_path
+from leansync.store.database import safe_url, sqlite_path
 from leansync.errors import ConfigError
-from leansync.models import metadata as tables
+from leansync.store.models import metadata as tables
 from leansync.read import views
 
 MOMENT = "YYYY-MM-DD HH:MM:SS.ffffff+00"

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from leansync.database import database_errors, safe_url, sqlite_path
+from leansync.store.database import database_errors, safe_url, sqlite_path
 from leansync.errors import DatabaseError, LockTimeout
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest, write_to_textf
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import Connection, func, select
 
-from leansync.database import database_errors, database_exists, make_engine, require_schema
-from leansync.diff import HASH_KINDS as HASH_COLUMNS
+from leansync.store.database import database_errors, database_exists, make_engine, require_schema
+from leansync.history.diff import HASH_KINDS as HASH_COLUMNS
 from leansync.errors import LeansyncError
-from leansync.models import lean_hash, lean_version, sync_run
+from leansync.store.models import lean_hash, lean_version, sync_run
 
 RUN_STATUSES = ("success", "failed")
 HASH_KINDS = tuple(kind for kind, _ in HASH_COLUMNS)  # lean_hash.kind, as the diff records them

@@ -4,10 +4,10 @@ No I/O and no clock here, so every rule of the history can be tested
 exhaustively with plain values (tests/test_diff.py).
 
 A run goes through it in three steps, reading the database in between
-(leansync.sync):
+(leansync.history.sync):
   1. ``sort_items``: each item of the response whose digest is a listed
      version's stored one is unchanged and is never decoded; the others are
-     decoded and validated (leansync.payload). Duplicate ids are caught here.
+     decoded and validated (leansync.source.payload). Duplicate ids are caught here.
   2. ``plan_versions``: the decoded items against the stored state of their ids.
   3. ``new_hashes``: the hashes the new states carry that are not known yet.
 """
@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import msgspec
 
 from leansync.errors import GuardError, PayloadError
-from leansync.models import API_FIELDS
-from leansync.payload import Version, decode_version, digest, duplicate_id_error
+from leansync.store.models import API_FIELDS
+from leansync.source.payload import Version, decode_version, digest, duplicate_id_error
 
 HASH_KINDS = (("lean", API_FIELDS.index("lean_hash")), ("lean_cloud", API_FIELDS.index("lean_cloud_hash")))
 

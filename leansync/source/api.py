@@ -22,9 +22,9 @@ from urllib3.util.retry import Retry
 
 from leansync import __version__
 from leansync.config import Credentials
-from leansync.deadline import Deadline, DeadlinePassed, DeadlineTimeout, WatchedAdapter
+from leansync.source.deadline import Deadline, DeadlinePassed, DeadlineTimeout, WatchedAdapter
 from leansync.errors import AuthError, FetchError
-from leansync.payload import api_errors, parse_json
+from leansync.source.payload import api_errors, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def fetch_versions(*, api_url: str, credentials: Credentials, timeout: float, re
     ``deadline`` (seconds) bounds the whole fetch, ``max_bytes`` the body
     after decompression. Raises FetchError (network, HTTP status, deadline,
     size), AuthError (rejected credentials) or PayloadError (not JSON); the
-    body is parsed and validated by the run (leansync.payload).
+    body is parsed and validated by the run (leansync.source.payload).
     """
     url = endpoint_url(api_url)
     attempts = retries + 1

@@ -19,14 +19,14 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, Engine, func, select
 
-from leansync.database import database_errors, ensure_schema, require_schema
-from leansync.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
+from leansync.store.database import database_errors, ensure_schema, require_schema
+from leansync.history.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
 from leansync.errors import ConfigError, DatabaseError, GuardError, LeansyncError
-from leansync.lock import run_lock
-from leansync.models import sync_run, utcnow
-from leansync.payload import split_items
+from leansync.history.lock import run_lock
+from leansync.store.models import sync_run, utcnow
+from leansync.source.payload import split_items
 from leansync.timespec import format_utc
-from leansync.writer import apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored
+from leansync.history.writer import apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def plan_against(conn: Connection | None, body: bytes, *, source: str) -> Plan:
 
     ``conn`` None: there is no database yet, everything is new. Items whose
     digest is a listed version's stored one are never decoded; the stored
-    state is read only for the ids of the others (see leansync.diff).
+    state is read only for the ids of the others (see leansync.history.diff).
     """
     items = split_items(body, source=source)
     index = read_index(conn) if conn is not None else StoredIndex({}, set(), set())

@@ -30,9 +30,9 @@ from datetime import datetime, timezone
 import msgspec
 from sqlalchemy import Connection, insert, update
 
-from leansync.diff import HASH_KINDS, Plan, StoredIndex, StoredVersion, candidate_hashes, index_versions
-from leansync.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.payload import MODELLED_KEYS
+from leansync.history.diff import HASH_KINDS, Plan, StoredIndex, StoredVersion, candidate_hashes, index_versions
+from leansync.store.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.source.payload import MODELLED_KEYS
 
 CREATED = API_FIELDS.index("created")
 FIELD_LIST = ", ".join(API_FIELDS)
@@ -42,7 +42,7 @@ VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at
 class Codec:
     """Python values <-> what the DBAPI driver of one backend takes and returns.
 
-    Mirrors leansync.models.UTCDateTime, RawJSON and ExtraJSON: SQLite keeps
+    Mirrors leansync.store.models.UTCDateTime, RawJSON and ExtraJSON: SQLite keeps
     UTC timestamps as text ``YYYY-MM-DD HH:MM:SS.ffffff`` and JSON as text;
     PostgreSQL (psycopg) takes and returns aware datetimes, and jsonb.
     """

@@ -1,0 +1,1 @@
+"""What leansync publishes from a history: metrics and Datasette metadata."""

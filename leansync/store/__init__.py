@@ -1,0 +1,1 @@
+"""The database: the tables, engines and migrations, and copying a whole history."""
