@@ -199,11 +199,28 @@ def _write_failed(orig) -> bool:
             or getattr(orig, "sqlstate", None) == PG_DISK_FULL)
 
 
+def migrations_dir() -> Path:
+    """The Alembic scripts: leansync.migrations when installed, else the checkout's migrations/.
+
+    The wheel ships the top-level migrations/ as leansync.migrations. Python
+    started in a clone imports the checkout's leansync/ instead of the
+    installed one (the current folder comes first on sys.path), and there the
+    scripts are the folder beside it.
+    """
+    try:
+        return Path(str(resources.files("leansync.migrations")))
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "migrations"
+        if not (checkout / "env.py").is_file():
+            raise
+        return checkout
+
+
 def alembic_config(connection=None):
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(resources.files("leansync.migrations")))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["connection"] = connection
     return config
 
