@@ -67,6 +67,32 @@ def current_command(app: AppContext):
     click.echo(f"revision: {revision or 'none'} ({state})")
 
 
+@db_group.command("path")
+@verbosity_options
+@click.pass_obj
+def path_command(app: AppContext):
+    """Print the file of the SQLite database in use.
+
+    An absolute path, so other tools find the history from any folder; it is
+    printed whether or not the file exists yet. A database that is not a
+    SQLite file (PostgreSQL, an in-memory URL) is a usage error (exit 2).
+
+    \b
+    Example:
+      leansync db path
+      datasette "$(leansync db path)" --metadata <(leansync datasette-metadata)
+    """
+    from leansync.errors import ConfigError
+    from leansync.store.database import safe_url, sqlite_path
+
+    url = app.resolved_database_url()
+    path = sqlite_path(url)
+    if path is None:
+        raise ConfigError(f"`leansync db path` names a SQLite file, and the database {safe_url(url)} is not one "
+                          "(`leansync db current` prints any database's URL)")
+    click.echo(path.absolute())
+
+
 @db_group.command("copy")
 @click.option("--to", "target_url", required=True, metavar="URL",
               help="SQLAlchemy URL of the database to copy into; it must hold no sync run yet.")
