@@ -36,7 +36,8 @@ class SyncResult:
 
     The counts are named as in `leansync sync --json`; ``changes`` lists
     every change as `sync --dry-run --json` prints it (inserts, updates,
-    restores, removals, new hashes). ``run_id`` is None for a dry run.
+    restores, removals, new hashes). ``run_id`` and ``started_at`` (the run's
+    time, which every row it wrote carries) are None for a dry run.
     """
 
     run_id: int | None
@@ -49,6 +50,7 @@ class SyncResult:
     restored: int
     new_hashes: int
     changes: tuple[dict[str, Any], ...]
+    started_at: datetime | None = None
 
     @property
     def status(self) -> str:
@@ -127,11 +129,12 @@ def run_sync(
                        observed_at=observed_at)
     finally:
         engine.dispose()
-    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False)
+    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False, started_at=outcome.started_at)
 
 
-def _result(plan, *, run_id: int | None, dry_run: bool) -> SyncResult:
-    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=tuple(plan.changes()))
+def _result(plan, *, run_id: int | None, dry_run: bool, started_at: datetime | None = None) -> SyncResult:
+    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=tuple(plan.changes()),
+                      started_at=started_at)
 
 
 def file_source(path: str | os.PathLike):

@@ -85,7 +85,9 @@ def _report(ctx: click.Context, message: str, *, hint: bool = False) -> None:
         traceback.print_exc(file=sys.stderr)
     elif hint:
         message += " (run with -v for the traceback)"
-    click.echo(f"leansync: error: {message}", err=True)
+    from leansync.cli.render import printable  # an error may quote the API's text
+
+    click.echo(f"leansync: error: {printable(message)}", err=True)
 
 
 @click.group(cls=LeansyncGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -82,6 +82,8 @@ def write_metrics_file(app: AppContext, path: Path, *, warn: bool = True) -> Non
     except Exception as exc:
         message = f"metrics file not written: {error_message(exc)}"
         if warn:
-            click.echo(f"leansync: warning: {message}", err=True)
+            from leansync.cli.render import printable
+
+            click.echo(f"leansync: warning: {printable(message)}", err=True)
         else:
             logging.getLogger("leansync.outputs.metrics").debug(message)

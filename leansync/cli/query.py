@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from leansync.cli import AppContext, verbosity_options
-from leansync.cli.render import describe_changes, emit, format_option, one_line, shortened, text_value
+from leansync.cli.render import describe_changes, emit, format_option, one_line, printable, shortened, text_value
 from leansync.timespec import TimespecError, format_age, format_utc, parse_duration, parse_when
 
 if TYPE_CHECKING:  # at run time read loads only inside the commands (SQLAlchemy)
@@ -113,7 +113,7 @@ def versions_command(app: AppContext, show_all, removed, public, as_of, limit, f
             columns, extra = read.VERSION_LISTING_COLUMNS, ["removed_at"] if (show_all or removed) else []
     # The table leaves out raw and the bookkeeping times: JSON and CSV have them.
     table = ["id", "name", "ref", "public", "created", "lean_hash", "lean_cloud_hash", *extra, "description"]
-    emit(rows, columns, fmt, table_columns=table, cells={"description": shortened("description")})
+    emit(rows, columns, fmt, table_columns=table, cells={"description": shortened("description")}, quiet=app.quiet)
 
 
 # --- export ------------------------------------------------------------------
@@ -163,13 +163,14 @@ def show_command(app: AppContext, version_id: int, fmt: str):
     """
     from leansync import read
     from leansync.store.database import safe_url
-    from leansync.errors import LeansyncError
+    from leansync.errors import ConfigError
 
     with reading(app) as conn:
         try:
             summary = read.version_summary(conn, version_id)
-        except read.NotFound:
-            raise LeansyncError(f"version {version_id} is not in {safe_url(app.resolved_database_url())}") from None
+        except read.NotFound:  # a mistyped id is a usage error, as a mistyped option is
+            raise ConfigError(f"version {version_id} is not in the history at {safe_url(app.resolved_database_url())} "
+                              "(never listed); `leansync versions --all` lists every version it holds") from None
         states = read.version_states(conn, version_id)
     if fmt == "table":  # the version itself, then its states
         status = f"removed {text_value(summary['removed_at'])}" if summary["removed_at"] else "listed"
@@ -177,7 +178,7 @@ def show_command(app: AppContext, version_id: int, fmt: str):
                    f"last seen {text_value(summary['last_seen_at'])}, updated {text_value(summary['updated_at'])}")
         width = max(len(name) for name in read.API_FIELDS)
         for name in read.API_FIELDS:
-            click.echo(f"  {name.ljust(width)}  {text_value(summary[name])}")
+            click.echo(f"  {name.ljust(width)}  {printable(text_value(summary[name]))}")
         click.echo()
     emit(states, read.STATE_LISTING_COLUMNS, fmt,
          table_columns=["valid_from", "valid_to", "event", "ended_by", "changes"],
@@ -206,7 +207,7 @@ def hashes_command(app: AppContext, kind, since, fmt):
 
     with reading(app) as conn:
         rows = read.hashes(conn, kind=kind, since=since)
-    emit(rows, read.HASH_LISTING_COLUMNS, fmt)
+    emit(rows, read.HASH_LISTING_COLUMNS, fmt, quiet=app.quiet)
 
 
 # --- changes -----------------------------------------------------------------
@@ -243,7 +244,7 @@ def changes_command(app: AppContext, since, until, fmt):
     with reading(app) as conn:
         rows = read.events(conn, since=since, until=until)
     emit(rows, read.EVENT_LISTING_COLUMNS, fmt, table_columns=["event_time", "event", "version_id", "detail"],
-         cells={"detail": _event_detail})
+         cells={"detail": _event_detail}, quiet=app.quiet)
 
 
 # --- runs --------------------------------------------------------------------
@@ -269,7 +270,8 @@ def runs_command(app: AppContext, limit, fmt):
         rows = read.runs(conn, limit=limit)
     table = ["id", "started_at", "status", "versions_seen", "inserted", "updated", "unchanged", "removed",
              "restored", "new_hashes", "error"]
-    emit(rows, read.RUN_LISTING_COLUMNS, fmt, table_columns=table, cells={"error": shortened("error")})
+    emit(rows, read.RUN_LISTING_COLUMNS, fmt, table_columns=table, cells={"error": shortened("error")},
+         quiet=app.quiet)
 
 
 # --- check -------------------------------------------------------------------

@@ -4,12 +4,16 @@ JSON and CSV are the export path: every column, full values, timestamps as
 ISO-8601 UTC (`2026-03-01T09:00:00Z`, microseconds only when there are
 some), booleans as true/false. JSON is an array of objects keyed by column
 name; CSV has a header row and leaves NULL empty. The table is for people:
-a chosen subset of columns, aligned, hashes in full.
+a chosen subset of columns, aligned, hashes in full, and safe to print: the
+API's text reaches a terminal or a cron mail with its control characters
+escaped (see ``printable``), so it can neither send escape sequences nor
+forge lines. JSON and CSV carry the exact value.
 """
 
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -19,6 +23,24 @@ from leansync.timespec import format_utc
 
 FORMATS = ("table", "json", "csv")
 TABLE_TEXT_WIDTH = 60  # long free text (descriptions, errors) is shortened in tables only
+
+# C0 controls, DEL, C1 controls (U+0080-U+009F, which include the 8-bit CSI
+# U+009B) and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPE_OR_CHAR = re.compile(r"\\(?:[tnr]|x[0-9a-f]{2}|u[0-9a-f]{4})|.", re.S)
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as Python writes it in a
+    string literal (``\\n``, ``\\r``, ``\\t``, ``\\x1b``, ``\\x9b``, ``\\u2028``),
+    so text from the API can be printed to a terminal or mailed by cron."""
+    return _CONTROL.sub(_escape, text)
 
 
 def format_option(func):
@@ -63,13 +85,21 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def one_line(text: str) -> str:
-    """Runs of whitespace, newlines included, as one space."""
-    return " ".join(text.split())
+    """Printable, on one line: control characters escaped, runs of spaces as one."""
+    return " ".join(printable(text).split())
 
 
 def shorten(text: str, width: int = TABLE_TEXT_WIDTH) -> str:
+    """One line of at most ``width`` characters; an escape is never cut in two."""
     text = one_line(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width:
+        return text
+    kept = ""
+    for token in _ESCAPE_OR_CHAR.findall(text):
+        if len(kept) + len(token) > width - 1:
+            break
+        kept += token
+    return kept + "…"
 
 
 def shortened(column: str) -> Callable[[dict], str]:
@@ -79,9 +109,10 @@ def shortened(column: str) -> Callable[[dict], str]:
 
 def to_table(rows: Sequence[dict], columns: Sequence[str],
              cells: dict[str, Callable[[dict], str]] | None = None) -> str:
-    """Aligned columns; ``cells`` overrides how a column's cell is written."""
+    """Aligned columns; ``cells`` overrides how a column's cell is written. Every cell is printable."""
     cells = cells or {}
-    body = [[cells[name](row) if name in cells else text_value(row[name]) for name in columns] for row in rows]
+    body = [[printable(cells[name](row) if name in cells else text_value(row[name])) for name in columns]
+            for row in rows]
     widths = [max([len(name), *(len(line[i]) for line in body)]) for i, name in enumerate(columns)]
     lines = []
     for line in [list(columns), *body]:
@@ -91,7 +122,10 @@ def to_table(rows: Sequence[dict], columns: Sequence[str],
 
 
 def emit(rows: Sequence[dict], columns: Sequence[str], fmt: str, *, table_columns: Sequence[str] | None = None,
-         cells: dict[str, Callable[[dict], str]] | None = None) -> None:
+         cells: dict[str, Callable[[dict], str]] | None = None, quiet: bool = False) -> None:
+    """Print the rows; ``quiet`` (-q) prints nothing at all when there are none, in every format."""
+    if quiet and not rows:
+        return
     if fmt == "json":
         click.echo(to_json(rows, columns))
     elif fmt == "csv":

@@ -8,7 +8,9 @@ import click
 from leansync.cli import AppContext, verbosity_options
 from leansync.cli.integrations import metrics_file_option, write_metrics_file
 from leansync.cli.query import When
+from leansync.cli.render import printable
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
+from leansync.timespec import format_utc
 from leansync.library import (
     DEFAULT_DEADLINE,
     DEFAULT_LOCK_TIMEOUT,
@@ -83,13 +85,13 @@ def sync_command(app: AppContext, as_json: bool, **options):
         raise  # the group prints the one sentence on stderr and exits with the error's code
     if metrics_file is not None:
         write_metrics_file(app, metrics_file)
-    _print_result(result, as_json=as_json, quiet=app.quiet)
+    _print_result(result, as_json=as_json, quiet=app.quiet, database_url=app.resolved_database_url())
 
 
 def _warner(app: AppContext):
     def warn(message: str) -> None:
         if not app.quiet:
-            click.echo(f"leansync: warning: {message}", err=True)
+            click.echo(f"leansync: warning: {printable(message)}", err=True)
 
     return warn
 
@@ -109,7 +111,7 @@ def _print_failure(exc: Exception, *, as_json: bool) -> None:
                     every=True)
 
 
-def _print_result(result: "SyncResult", *, as_json: bool, quiet: bool) -> None:
+def _print_result(result: "SyncResult", *, as_json: bool, quiet: bool, database_url: str) -> None:
     if as_json:
         document = {"status": result.status, "run_id": result.run_id, **result.counts()}
         if result.dry_run:  # the same keys as a real run (run_id null: nothing was recorded) plus the plan
@@ -118,8 +120,17 @@ def _print_result(result: "SyncResult", *, as_json: bool, quiet: bool) -> None:
         return
     if quiet and not result.changes:  # the changes are what changes history (not last_seen_at or raw)
         return
-    head = "dry run, nothing written" if result.dry_run else f"run {result.run_id}"
-    _print_plan(result, head=head, every=result.dry_run)
+    if result.dry_run:
+        _print_plan(result, head="dry run, nothing written", every=True)
+        return
+    _print_plan(result, head=f"run {result.run_id}", every=False)
+    if not quiet:
+        _print_where_and_next(result, database_url)
+
+
+def _changes_since(result: "SyncResult") -> str:
+    """A command that lists this run's changes (and any later run's), as pasted into a shell."""
+    return f"leansync changes --since {format_utc(result.started_at)}"
 
 
 def _print_plan(result: "SyncResult", *, head: str, every: bool) -> None:
@@ -132,9 +143,30 @@ def _print_plan(result: "SyncResult", *, head: str, every: bool) -> None:
     changes = result.changes
     shown = changes if every else changes[:SHOWN_CHANGES]
     for change in shown:
-        click.echo("  " + _describe(change))
+        click.echo("  " + printable(_describe(change)))
     if len(changes) > len(shown):
-        click.echo(f"  ... and {len(changes) - len(shown)} more (see `leansync changes`)")
+        # Versions and hashes counted apart, so each adds up with the line above.
+        hidden = changes[len(shown):]
+        hashes = sum(change["action"] == "new_hash" for change in hidden)
+        parts = [f"{n} more {what}" for n, what in ((len(hidden) - hashes, "version changes"),
+                                                   (hashes, "new hashes")) if n]
+        click.echo(f"  ... and {' and '.join(parts)}; every one: {_changes_since(result)}")
+
+
+def _print_where_and_next(result: "SyncResult", database_url: str) -> None:
+    """Where the history is; after the first run into it, what to ask it next."""
+    from leansync.store.database import safe_url, sqlite_path
+
+    path = sqlite_path(database_url)
+    click.echo(f"database: {path if path is not None else safe_url(database_url)}")
+    counts = result.counts()
+    first = counts["inserted"] == counts["versions_seen"] and not (
+        counts["updated"] or counts["unchanged"] or counts["removed"] or counts["restored"])
+    if first and counts["inserted"]:
+        newest = max(change["id"] for change in result.changes if change["action"] == "insert")
+        click.echo("try next:")
+        for command in ("leansync versions --limit 5", f"leansync show {newest}", _changes_since(result)):
+            click.echo(f"  {command}")
 
 
 def _describe(change: dict) -> str:

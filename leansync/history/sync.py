@@ -46,6 +46,7 @@ class RunOutcome:
     plan: Plan
     run_id: int | None  # None for a dry run
     dry_run: bool = False
+    started_at: datetime | None = None  # the run's time; None for a dry run
 
 
 def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_removal: bool = False,
@@ -71,7 +72,7 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
             exc.run_id = _record_failure(engine, started_at=started_at, source=source.label, error=exc)
             raise
     log.info("run %d committed: %s", run_id, plan.counts())
-    return RunOutcome(plan=plan, run_id=run_id)
+    return RunOutcome(plan=plan, run_id=run_id, started_at=started_at)
 
 
 def plan_against(conn: Connection | None, body: bytes, *, source: str) -> Plan:
