@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from clitext import error_line
 from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import create_engine, inspect, text
@@ -378,9 +380,11 @@ def test_show_table_has_the_version_and_its_states(run, scenario):
 
 
 def test_show_unknown_version(run, scenario):
+    """A mistyped id is a usage error (2), not a failed run."""
     result = run("show", "4242")
-    assert result.exit_code == 1
-    assert result.stderr.startswith("leansync: error: version 4242 is not in ")
+    assert result.exit_code == 2
+    assert error_line(result.stderr).startswith("version 4242 is not in the history at ")
+    assert result.stderr.rstrip().endswith("(never listed); `leansync versions --all` lists every version it holds")
     assert result.stdout == ""
 
 
@@ -653,3 +657,17 @@ def test_downgrade_drops_the_views_and_upgrade_restores_them(scenario, database_
             assert conn.execute(text("SELECT COUNT(*) FROM lean_version_event")).scalar() == 25
     finally:
         engine.dispose()
+
+
+# --- -q on the listing commands ------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_quiet_prints_nothing_when_there_are_no_rows(run, scenario, fmt):
+    """`leansync changes -q --since 7d` in cron mails only when there was news."""
+    for args in (["changes", "--since", "1m"], ["hashes", "--since", "1m"], ["versions", "--as-of", "2000-01-01"]):
+        quiet = run(*args, "-q", "--format", fmt)
+        assert quiet.exit_code == 0 and (quiet.stdout, quiet.stderr) == ("", ""), args
+        loud = run(*args, "--format", fmt)
+        assert loud.exit_code == 0 and loud.stdout.strip() != "", args  # a header, [] or a header row
+    listed = run("-q", "versions", "--format", fmt)
+    assert listed.stdout == run("versions", "--format", fmt).stdout != ""

@@ -564,13 +564,34 @@ def test_quiet_prints_nothing_unless_something_changed(run, six, write_response,
 
 
 @pytest.mark.sqlite_only
-def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions):
+def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions, database_url):
+    """The first run: 20 changes, counts that add up to the summary's, where the database is, what to try next."""
     result = sync(tag_versions[:30], at=T1)
     lines = result.stdout.splitlines()
-    changes = 30 + 2 * len({v["leanHash"] for v in tag_versions[:30]})
-    assert lines[0].startswith("run 1: 30 versions listed; 30 new,")
-    assert len(lines) == 1 + 20 + 1
-    assert lines[-1] == f"  ... and {changes - 20} more (see `leansync changes`)"
+    hashes = 2 * len({v["leanHash"] for v in tag_versions[:30]})
+    assert lines[0] == (f"run 1: 30 versions listed; 30 new, 0 changed, 0 removed, 0 restored, 0 unchanged; "
+                        f"{hashes} new hashes")
+    assert lines[1:21] == [f"  new        {v['id']}" for v in tag_versions[:20]]
+    since = "leansync changes --since 2026-03-01T06:00:00Z"
+    assert lines[21:] == [
+        f"  ... and 10 more version changes and {hashes} more new hashes; every one: {since}",
+        f"database: {sqlite_path(database_url)}",
+        "try next:",
+        "  leansync versions --limit 5",
+        f"  leansync show {tag_versions[0]['id']}",
+        f"  {since}",
+    ]
+
+
+@pytest.mark.sqlite_only
+def test_the_pasted_hint_lists_every_change_of_the_run(sync, run, tag_versions):
+    result = sync(tag_versions[:30], at=T1)
+    hint = result.stdout.splitlines()[21].split("every one: ")[1]
+    assert hint.startswith("leansync changes --since ")
+    with freeze_time(T1 + timedelta(minutes=5)):
+        events = json.loads(run(*hint.split()[1:], "--format", "json").stdout)
+    assert sum(e["event"] == "new_version" for e in events) == 30
+    assert sum(e["event"] == "new_hash" for e in events) == 2 * len({v["leanHash"] for v in tag_versions[:30]})
 
 
 @pytest.mark.sqlite_only
@@ -579,8 +600,10 @@ def test_human_summary_without_q(sync, six):
     assert first.stdout.splitlines()[0] == (
         "run 1: 6 versions listed; 6 new, 0 changed, 0 removed, 0 restored, 0 unchanged; 12 new hashes")
     same = sync(six, at=T2)
-    assert same.stdout.splitlines() == [
+    assert same.stdout.splitlines()[:1] == [
         "run 2: 6 versions listed; 0 new, 0 changed, 0 removed, 0 restored, 6 unchanged; 0 new hashes"]
+    assert same.stdout.splitlines()[1].startswith("database: ")  # every run but the first: no "try next"
+    assert len(same.stdout.splitlines()) == 2
     restored = sync([*six[:5]], at=T3)
     back = sync([*six[:5], {**six[5], "description": "new text"}], at=T4)
     assert f"  restored   {six[5]['id']} (description)" in back.stdout.splitlines()
