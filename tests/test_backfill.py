@@ -25,7 +25,7 @@ T1 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 T2 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 T3 = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
 LEANSYNC = Path(sys.executable).parent / "leansync"
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+HISTORY_DOC = (Path(__file__).resolve().parent.parent / "docs" / "history.md").read_text(encoding="utf-8")
 
 
 def leansync(url, *args, input=None, cwd=None):
@@ -139,7 +139,7 @@ def test_dry_run_and_stdin(database_url, saved):
 
 
 def readme_replay_loop() -> str:
-    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```sh\n(.*?)```", HISTORY_DOC, re.S)
     [loop] = [b for b in blocks if "git log --reverse" in b]
     return loop
 

@@ -1,10 +1,13 @@
 """The documentation keeps up with the code (after simonw/sqlite-utils' tests/test_docs.py).
 
 Every command has a help text with a one-line summary and an example, and is
-named in README.md; every column of the schema is in docs/schema.md.
+named in README.md; every column of the schema is in docs/schema.md; the
+docs build as a site (Sphinx, MyST, Furo) without a warning.
 """
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -87,3 +90,14 @@ def test_every_column_is_in_the_schema_reference(table, column):
     match = re.search(rf"^## `{table}`.*?\n(.*?)(?=^#|\Z)", SCHEMA, re.S | re.M)
     assert match, f"docs/schema.md has no '## `{table}`' section"
     assert f"`{column}`" in match.group(1), f"docs/schema.md does not document {table}.{column}"
+
+
+def test_the_docs_build_as_a_site_without_warnings(tmp_path):
+    """`sphinx-build -W`: a broken link, a page missing from the toctree or a bad block fails."""
+    result = subprocess.run([str(Path(sys.executable).parent / "sphinx-build"), "-W", "-q", "-b", "html",
+                             str(ROOT / "docs"), str(tmp_path / "html")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    pages = {path.stem for path in (ROOT / "docs").glob("*.md")}
+    assert pages <= {path.stem for path in (tmp_path / "html").glob("*.html")}
+    index = (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
+    assert "Quick start" in index and 'href="history.html#backfill-saved-responses"' in index  # the README, linked

@@ -158,8 +158,8 @@ def show_command(app: AppContext, version_id: int, fmt: str):
 
     \b
     Example:
-      leansync show 17810
-      leansync show 17810 --format json
+      leansync show 17453
+      leansync show 17453 --format json
     """
     from leansync import read
     from leansync.store.database import safe_url
