@@ -128,7 +128,7 @@ def test_an_error_cannot_break_the_line_or_the_perfdata(run, sync_at, write_resp
     code, line = check_at(run, T + timedelta(minutes=2), "--max-age", "1h")
     assert code == 1
     assert line.count("|") == 1  # only the perfdata separator
-    assert "bad/name with a newline.json is HTML" in line
+    assert "bad/name\\nwith a newline.json is HTML" in line  # the newline shown escaped
 
 
 # --- UNKNOWN -------------------------------------------------------------------------
