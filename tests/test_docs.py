@@ -101,3 +101,11 @@ def test_the_docs_build_as_a_site_without_warnings(tmp_path):
     assert pages <= {path.stem for path in (tmp_path / "html").glob("*.html")}
     index = (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
     assert "Quick start" in index and 'href="history.html#backfill-saved-responses"' in index  # the README, linked
+
+
+def test_the_exit_code_table_covers_every_command():
+    table = re.search(r"^### Exit codes\n\n(.*?)\n\n", README, re.S | re.M).group(1)
+    first_cells = [line.split("|")[1] for line in table.splitlines()[2:]]
+    named = {name.removesuffix(" ID") for cell in first_cells for name in re.findall(r"`([a-z -]+(?: ID)?)`", cell)}
+    leaves = {" ".join(path) for path, command in SUBCOMMANDS if not isinstance(command, click.Group)}
+    assert leaves == named
