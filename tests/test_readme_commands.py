@@ -100,7 +100,7 @@ def test_the_quick_start_says_where_and_what_next(quick_start, shell_env, elsewh
     assert lines[0] == ("run 1: 4289 versions listed; 4289 new, 0 changed, 0 removed, 0 restored, 0 unchanged; "
                         "4872 new hashes")
     shown = [line for line in lines[1:] if line.startswith("  new        ")]
-    more = re.fullmatch(r"  \.\.\. and (\d+) more version changes and (\d+) more new hashes; every one: (.+)",
+    more = re.fullmatch(r"  \.\.\. and (\d+) more version changes and (\d+) more new hashes; to list them all: (.+)",
                         lines[len(shown) + 1])
     assert more, lines[len(shown) + 1]
     assert len(shown) + int(more.group(1)) == 4289 and int(more.group(2)) == 4872  # they add up to the head

@@ -574,7 +574,7 @@ def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions, database_ur
     assert lines[1:21] == [f"  new        {v['id']}" for v in tag_versions[:20]]
     since = "leansync changes --since 2026-03-01T06:00:00Z"
     assert lines[21:] == [
-        f"  ... and 10 more version changes and {hashes} more new hashes; every one: {since}",
+        f"  ... and 10 more version changes and {hashes} more new hashes; to list them all: {since}",
         f"database: {sqlite_path(database_url)}",
         "try next:",
         "  leansync versions --limit 5",
@@ -586,7 +586,7 @@ def test_human_summary_of_a_big_run_is_cut_short(sync, tag_versions, database_ur
 @pytest.mark.sqlite_only
 def test_the_pasted_hint_lists_every_change_of_the_run(sync, run, tag_versions):
     result = sync(tag_versions[:30], at=T1)
-    hint = result.stdout.splitlines()[21].split("every one: ")[1]
+    hint = result.stdout.splitlines()[21].split("to list them all: ")[1]
     assert hint.startswith("leansync changes --since ")
     with freeze_time(T1 + timedelta(minutes=5)):
         events = json.loads(run(*hint.split()[1:], "--format", "json").stdout)

@@ -150,7 +150,7 @@ def _print_plan(result: "SyncResult", *, head: str, every: bool) -> None:
         hashes = sum(change["action"] == "new_hash" for change in hidden)
         parts = [f"{n} more {what}" for n, what in ((len(hidden) - hashes, "version changes"),
                                                    (hashes, "new hashes")) if n]
-        click.echo(f"  ... and {' and '.join(parts)}; every one: {_changes_since(result)}")
+        click.echo(f"  ... and {' and '.join(parts)}; to list them all: {_changes_since(result)}")
 
 
 def _print_where_and_next(result: "SyncResult", database_url: str) -> None:
