@@ -125,3 +125,23 @@ def test_a_long_escaped_text_is_never_cut_inside_an_escape():
         short = shorten(text)
         assert short.endswith("…") and len(short) <= 60
         assert re.search(r"\\(x.?)?…$", short) is None, short  # no "\", "\x" or "\x1" before the ellipsis
+
+
+def test_the_installed_command_prints_no_raw_control_character(database_url, write_response, ten):
+    """End to end, as cron would mail it: the bytes on stdout and stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    leansync = Path(sys.executable).parent / "leansync"
+    env = {**os.environ, "LEANSYNC_DATABASE_URL": database_url}
+    outputs = []
+    for args in (["sync", "--from-file", str(write_response(hostile(ten)))], ["versions", "--limit", "3"],
+                 ["show", str(ten[0]["id"])], ["changes", "--since", "1h"]):
+        result = subprocess.run([str(leansync), *args], env=env, capture_output=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout.decode())
+    for text in outputs:
+        assert_printable(text)
+    assert all("\\x1b" in text for text in outputs)
