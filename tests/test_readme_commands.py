@@ -194,3 +194,15 @@ def test_the_python_example_migrates_a_new_database_from_the_clone(shell_env, tm
     assert result.stdout.splitlines()[0].startswith("1 ")
     assert "'inserted': 4289" in result.stdout.splitlines()[0]
     assert result.stdout.splitlines()[1] == "4289 versions listed now"
+
+
+def test_db_path_is_absolute_and_refuses_what_is_not_a_sqlite_file(shell_env, elsewhere):
+    relative = shell("leansync --database-url sqlite:///here.db db path", cwd=elsewhere, env=shell_env)
+    assert (relative.returncode, relative.stdout) == (0, f"{elsewhere / 'here.db'}\n")
+    assert not (elsewhere / "here.db").exists()  # it names the file, it creates nothing
+    server = shell("leansync --database-url postgresql://leansync:s3cret@db.example.com/leansync db path",
+                   cwd=elsewhere, env=shell_env)
+    assert server.returncode == 2 and server.stdout == ""
+    assert server.stderr == ("leansync: error: `leansync db path` names a SQLite file, and the database "
+                             "postgresql://leansync:***@db.example.com/leansync is not one "
+                             "(`leansync db current` prints any database's URL)\n")
