@@ -671,3 +671,12 @@ def test_quiet_prints_nothing_when_there_are_no_rows(run, scenario, fmt):
         assert loud.exit_code == 0 and loud.stdout.strip() != "", args  # a header, [] or a header row
     listed = run("-q", "versions", "--format", fmt)
     assert listed.stdout == run("versions", "--format", fmt).stdout != ""
+
+
+def test_quiet_leaves_the_answering_commands_alone(run, scenario):
+    """check, metrics, export and db current print their answer under -q too: it is why they are run."""
+    for args in (["check", "--max-age", "10000d"], ["metrics"], ["export"], ["db", "current"]):
+        quiet, loud = run("-q", *args), run(*args)
+        assert quiet.stdout.strip() and quiet.exit_code == loud.exit_code, args
+        if args[0] != "check":  # check's line holds its age
+            assert quiet.stdout == loud.stdout, args
