@@ -274,15 +274,21 @@ def _is_missing_table(exc: DBAPIError) -> bool:
     return "no such table" in str(exc.orig)  # SQLite has no error codes for this in pysqlite
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Bring the database to head; one query when it already is there."""
+def ensure_schema(engine: Engine, *, via=None) -> None:
+    """Bring the database to head; one query when it already is there.
+
+    ``via`` (the held run lock, leansync.history.lock.RunLock) gives the
+    connections to use, as the engine's connect() and begin() would: on
+    PostgreSQL the migration then runs on the lock's own session.
+    """
     url = str(engine.url)
+    connections = via if via is not None else engine
     with database_errors(url):
-        with engine.connect() as connection:
+        with connections.connect() as connection:
             if current_revision(connection) == SCHEMA_HEAD:
                 return
         enable_wal(engine)  # a new or older database: WAL then stays set in the file
-        with engine.begin() as connection:
+        with connections.begin() as connection:
             if check_revision(current_revision(connection), url):
                 upgrade(connection)
 
