@@ -156,6 +156,9 @@ def decode_version(item: bytes, *, index: int, source: str) -> Version:
         except ValueError:
             raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "created" is not a valid '
                                f"timestamp: {typed.created!r}") from None
+        except OverflowError:  # a valid date whose offset takes it past year 1 or 9999 in UTC
+            raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "created" leaves the calendar '
+                               f"(years 1 to 9999) once converted to UTC: {typed.created!r}") from None
     # Encoded again rather than kept as sent: a key sent twice keeps its last
     # value, in raw as in the fields and extra (and as PostgreSQL's jsonb does).
     raw = _encode(value)

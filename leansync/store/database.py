@@ -113,6 +113,8 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    elif engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
     return engine
 
 
@@ -137,6 +139,20 @@ def _server_options(parsed) -> dict:
         }
         options["connect_args"] = {k: v for k, v in defaults.items() if k not in parsed.query}
     return options
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Every session in UTC, whatever PGTZ, the role or the database says:
+        # psycopg reads timestamptz in the session's zone, where 9999-12-31
+        # 23:59:59Z is already year 10000, which Python cannot hold. A SET,
+        # not the startup packet's `options`: libpq sends PGTZ as a startup
+        # parameter that overrides `options`, and PgBouncer refuses `options`.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:
