@@ -52,20 +52,26 @@ def wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 60) 
         time.sleep(0.05)
 
 
-@pytest.fixture
-def held_answer(tag_versions):
-    """The fake QuantConnect, whose first answer waits for ``release.set()``; and that Event."""
+def holding_back(qc: FakeQuantConnect, document: dict) -> threading.Event:
+    """Queue ``document`` as the server's next answer, held back until the returned Event is set."""
     release = threading.Event()
-    changed = [dict(v, description=f"{v['description']} (changed by the run that lost its lock)")
-               for v in tag_versions[:20]]
-    document = json.dumps({"success": True, "errors": [], "versions": changed}).encode()
 
     def body():
         release.wait(120)
-        yield document
+        yield json.dumps(document).encode()
 
+    qc.reply(Reply(chunks=body()))
+    return release
+
+
+@pytest.fixture
+def held_answer(tag_versions):
+    """The fake QuantConnect, whose first answer (changes to every version) waits for ``release.set()``;
+    and that Event."""
+    changed = [dict(v, description=f"{v['description']} (changed by the run that lost its lock)")
+               for v in tag_versions[:20]]
     with FakeQuantConnect(versions=tag_versions[:20]) as qc:
-        qc.reply(Reply(chunks=body()))
+        release = holding_back(qc, {"success": True, "errors": [], "versions": changed})
         yield qc, release
         release.set()
 
@@ -129,4 +135,36 @@ def test_a_run_whose_lock_session_ended_writes_nothing(database_url, postgres_da
     history = runs(url)
     assert [r["status"] for r in history] == ["success"] * 3
     assert [r["started_at"] for r in history] == sorted(r["started_at"] for r in history)
+    check_invariants(url)
+
+
+def test_a_failed_run_whose_lock_session_ended_records_no_failed_run(database_url, tag_versions, write_response):
+    """The answer is bad, so the run fails anyway: with its lock gone, it must not record that either."""
+    url = database_url
+    assert leansync("sync", "-q", "--from-file", write_response(tag_versions[:20]), url=url).returncode == 0
+    with FakeQuantConnect(versions=tag_versions[:20]) as qc:
+        release = holding_back(qc, {"success": False, "errors": ["Internal error, please retry."]})
+        endpoint = qc.url + "lean/versions/read"
+        run = subprocess.Popen([str(LEANSYNC), "--database-url", url, "sync", "--timeout", "120"],
+                               env={**os.environ, **qc.env()}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: qc.count == 1, "the run asked for its answer", run)
+            end_by_pg_terminate_backend(url, "", run)
+            second = leansync("sync", "-q", "--lock-timeout", "0", "--from-file", write_response(tag_versions[:21]),
+                              url=url)
+            assert second.returncode == 0, second.stderr
+            after_second = data_tables(url)
+            release.set()
+            out, err = run.communicate(timeout=120)
+        finally:
+            release.set()
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+    assert run.returncode == 1, (out, err)
+    assert error_sentence(subprocess.CompletedProcess(run.args, 1, out, err)) == (
+        f"QuantConnect reported success: false from {endpoint}: Internal error, please retry.")
+    assert data_tables(url) == after_second
+    assert [r["status"] for r in runs(url)] == ["success", "success"]
     check_invariants(url)

@@ -181,8 +181,9 @@ def _record_failure(lock: RunLock, *, started_at: datetime, source: str, error: 
         # DEBUG): unconfigured, Python's last-resort handler would print it to
         # every cron mail. When the database itself was the run's failure,
         # failing to write to it is no news: the error says it all.
+        # Nor is a lost lock: writing nothing is then what must happen.
         verbose = log.isEnabledFor(logging.DEBUG)
-        level = logging.DEBUG if isinstance(error, DatabaseError) else logging.WARNING
+        level = logging.DEBUG if isinstance(error, DatabaseError) or isinstance(exc, LockLost) else logging.WARNING
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.log(level, "could not record the failed run in sync_run: %s", reason, exc_info=verbose)
         return None
