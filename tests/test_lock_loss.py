@@ -24,7 +24,9 @@ import pytest
 
 from dbstate import check_invariants, data_tables, engine_for, runs
 from faults import LEANSYNC, error_sentence, leansync
-from leansync.history.lock import PG_LOCK_KEY
+from leansync.errors import LockLost
+from leansync.history.lock import PG_LOCK_KEY, run_lock
+from leansync.store.database import make_engine
 from qc_server import FakeQuantConnect, Reply
 
 pytestmark = pytest.mark.postgres_only
@@ -168,3 +170,24 @@ def test_a_failed_run_whose_lock_session_ended_records_no_failed_run(database_ur
     assert data_tables(url) == after_second
     assert [r["status"] for r in runs(url)] == ["success", "success"]
     check_invariants(url)
+
+
+def test_a_lost_lock_session_is_never_replaced_by_a_new_one(database_url):
+    """SQLAlchemy would silently open a new session on the next use of an invalidated connection, a session
+    without the lock: every later use through the held lock refuses instead."""
+    url = database_url
+    engine = make_engine(url)
+    try:
+        with run_lock(engine, timeout=0) as lock:
+            with lock.connect() as conn:
+                holder = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            assert sql(url, HOLDER) == holder
+            assert sql(url, f"SELECT pg_terminate_backend({holder})") is True
+            for _ in range(2):  # the first use finds the session gone; the second must not reconnect
+                with pytest.raises(LockLost, match="and with it the run lock"):
+                    with lock.begin() as conn:
+                        conn.exec_driver_sql("SELECT 1")
+            assert sql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'leansync' "
+                            "AND pid <> pg_backend_pid()") == 0
+    finally:
+        engine.dispose()
