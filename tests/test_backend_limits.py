@@ -12,10 +12,12 @@ import random
 import string
 from decimal import Decimal
 
+import msgspec
 import pytest
 from sqlalchemy import select
 
 from dbstate import check_invariants, data_tables, engine_for, runs
+from faults import leansync
 from leansync.source.payload import MAX_HASH_BYTES, MAX_OBJECT_BYTES
 from leansync.store.models import lean_hash, lean_version
 
@@ -120,3 +122,34 @@ def test_an_object_over_the_size_limit_is_a_bad_answer(run, database_url, write_
     assert (result.exit_code, result.stderr) == (1, PREFIX + message + "\n")
     assert data_tables(database_url) == before
     assert (runs(database_url)[-1]["status"], runs(database_url)[-1]["error"]) == ("failed", message)
+
+
+# Near the deepest array leansync's parser reads inside an item (about 980 levels in the installed command:
+# the parser's limit is Python's recursion limit, less the stack below it; deeper is a bad answer).
+DEPTH = 950
+
+
+def test_the_deepest_value_is_stored_and_read_back(database_url, tmp_path):
+    """SQLite's JSON functions stop at depth 1,000, PostgreSQL's parser at its stack limit; a respelling is
+    compared with the stored state on both. The installed command: in-process, pytest's own stack would
+    leave the parser less room."""
+    deepest = version(8, nested="DEEP")
+    text = json.dumps({"success": True, "errors": [], "versions": [deepest]})
+    path = tmp_path / "deep.json"
+    path.write_text(text.replace('"DEEP"', "[" * DEPTH + "]" * DEPTH))
+    result = leansync("sync", "--from-file", path, url=database_url)
+    assert result.returncode == 0, result.stderr
+    engine = engine_for(database_url)
+    try:
+        with engine.connect() as conn:  # as text: the stored value itself, not a Python parser's view of it
+            raw = conn.exec_driver_sql(f"SELECT {'raw' if engine.dialect.name == 'sqlite' else 'raw::text'} "
+                                       "FROM lean_version").scalar_one()
+    finally:
+        engine.dispose()
+    nested = msgspec.json.decode(raw)["nested"]
+    assert msgspec.json.encode(nested) == b"[" * DEPTH + b"]" * DEPTH
+    respelled = tmp_path / "respelled.json"
+    respelled.write_text(path.read_text().replace(", ", ","))  # decoded and compared with the stored state
+    again = leansync("sync", "--json", "--from-file", respelled, url=database_url)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["unchanged"] == 1
