@@ -17,6 +17,7 @@ message's style).
 import csv
 import io
 import json
+from datetime import datetime, timezone
 
 import pytest
 from click.testing import CliRunner
@@ -73,6 +74,9 @@ def assert_round_trip(url: str, env: dict) -> None:
     assert {r["created"] for r in csv.DictReader(io.StringIO(read(url, env, "show", "1", "--format", "csv")))} \
         == {expected[1]}
     assert expected[2] in read(url, env, "show", "2")
+    as_of = json.loads(read(url, env, "versions", "--as-of", datetime.now(timezone.utc).isoformat(), "--format",
+                            "json"))
+    assert {v["id"]: v["created"] for v in as_of} == expected
     exported = json.loads(read(url, env, "export"))
     assert {v["id"]: v["created"] for v in exported["versions"]} == expected
     for fmt in ("json", "csv", "table"):
