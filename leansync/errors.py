@@ -49,3 +49,7 @@ class GuardError(LeansyncError):
 
 class DatabaseError(LeansyncError):
     """The database could not be opened or written."""
+
+
+class LockLost(DatabaseError):
+    """The run's PostgreSQL lock went with its session before the run committed: it wrote nothing."""

@@ -98,8 +98,9 @@ def database_url(request, tmp_path):
     PostgreSQL URLs name the psycopg 3 driver explicitly
     (``postgresql+psycopg://postgres@127.0.0.1:PORT/test_N``), so tests may hand
     them to SQLAlchemy's create_engine as well as to leansync. The server's
-    sessions run in Asia/Kolkata (+05:30), not UTC: in raw SQL, give timestamp
-    literals a zone (``'2026-03-01 00:00:00+00'``).
+    default zone is Asia/Kolkata (+05:30), not UTC: leansync's engines set
+    their sessions to UTC, other connections do not, so in raw SQL give
+    timestamp literals a zone (``'2026-03-01 00:00:00+00'``).
     """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'history.db'}"

@@ -7,6 +7,8 @@ carrying the same sentence. Unknown extra fields are fine: they land in raw.
 """
 
 import json
+import random
+import string
 
 import pytest
 from sqlalchemy import select
@@ -29,6 +31,11 @@ def _item(tag_versions, index, **changes):
 
 
 DROP = object()
+
+
+def _incompressible(length: int) -> str:
+    """Printable ASCII that no compression shrinks much (PostgreSQL compresses index rows)."""
+    return "".join(random.Random(length).choice(string.ascii_letters + string.digits) for _ in range(length))
 
 
 def _document(tag_versions, bad_item):
@@ -83,6 +90,19 @@ ITEM_CASES = [
      "versions[2] (id {id2}): a string holds a NUL character (\\u0000), which the database cannot store"),
     ("nul-in-unknown-field", lambda t: _item(t, 2, notes={"deep": ["\x00"]}),
      "versions[2] (id {id2}): a string holds a NUL character (\\u0000), which the database cannot store"),
+    # What PostgreSQL cannot store is refused on both backends (docs/schema.md, "Limits").
+    ("leanHash-too-long", lambda t: _item(t, 2, leanHash=_incompressible(10_000)),
+     'versions[2] (id {id2}): field "leanHash" is 10,000 bytes long, more than the 2,000 a hash may have '
+     "(the database indexes hashes)"),
+    ("leanCloudHash-too-long-in-utf8", lambda t: _item(t, 2, leanCloudHash="\U0001F600" * 501),
+     'versions[2] (id {id2}): field "leanCloudHash" is 2,004 bytes long, more than the 2,000 a hash may have '
+     "(the database indexes hashes)"),
+    ("created-before-year-1-in-utc", lambda t: _item(t, 2, created="0001-01-01T00:30:00+01:00"),
+     'versions[2] (id {id2}): field "created" leaves the calendar (years 1 to 9999) once converted to UTC: '
+     "'0001-01-01T00:30:00+01:00'"),
+    ("created-after-year-9999-in-utc", lambda t: _item(t, 2, created="9999-12-31T23:00:00-05:00"),
+     'versions[2] (id {id2}): field "created" leaves the calendar (years 1 to 9999) once converted to UTC: '
+     "'9999-12-31T23:00:00-05:00'"),
 ]
 
 DOCUMENT_CASES = [

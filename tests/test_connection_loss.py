@@ -5,8 +5,9 @@ writing (its backend holds a transaction id, as in tests/test_atomicity.py):
 an administrator's pg_terminate_backend from another session, and a fast
 shutdown of the server (a throwaway cluster of its own, so the session's
 server survives for the other tests). Either way: exit 1, leansync's one
-sentence and nothing else on stderr, no partial data, the lock released,
-and the next run after the server is back succeeds.
+sentence and nothing else on stderr, no partial data and no `failed` row
+(the run's lock went with its session: see tests/test_lock_loss.py), the lock
+released, and the next run after the server is back succeeds.
 """
 
 import json
@@ -74,10 +75,11 @@ def test_a_terminated_backend_fails_the_run_cleanly(database_url, payloads):
         f"SELECT pg_terminate_backend({pid})"))
     assert landed, proc.communicate()
     message = assert_lost_cleanly(proc)
-    assert message.startswith(f"lost the connection to the database {database_url}"), message
+    assert message.startswith(f"lost the connection to the database {database_url} and with it the run lock ("), \
+        message
     assert data_tables(database_url) == before
-    assert [r["status"] for r in runs(database_url)] == ["success", "failed"]
-    assert runs(database_url)[-1]["error"] == message
+    # No `failed` row: the lock went with the session, and another run may hold it by now.
+    assert [r["status"] for r in runs(database_url)] == ["success"]
 
     again = leansync("sync", "--json", "--lock-timeout", "0", "--from-file", big, url=database_url)
     assert again.returncode == 0, again.stderr
@@ -104,7 +106,7 @@ def test_a_fast_shutdown_of_the_server_fails_the_run_cleanly(database_url, own_c
     landed = when_writing(url, proc, lambda conn, pid: own_cluster.stop_server("fast"))
     assert landed, proc.communicate()
     message = assert_lost_cleanly(proc)
-    assert "lost the connection to the database" in message
+    assert message.startswith(f"lost the connection to the database {url} and with it the run lock ("), message
     own_cluster.restart_server()
     assert data_tables(url) == before
     assert [r["status"] for r in runs(url)] == ["success"]  # the server was gone: nowhere to record it

@@ -32,8 +32,8 @@ def upgrade_command(app: AppContext, lock_timeout: float):
 
     url = app.resolved_database_url()
     engine = make_engine(url, create=True)
-    with run_lock(engine, timeout=lock_timeout):
-        ensure_schema(engine)
+    with run_lock(engine, timeout=lock_timeout) as lock:
+        ensure_schema(engine, via=lock)
     if not app.quiet:
         click.echo(f"{safe_url(url)} is at schema revision {SCHEMA_HEAD}")
 

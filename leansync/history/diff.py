@@ -164,14 +164,38 @@ def canonical(value: Any) -> bytes:
     return msgspec.json.encode(value, order="sorted")
 
 
+def _jsonb_float(text: str) -> float | int:
+    """A float as PostgreSQL's jsonb gives it back: a decimal without fraction digits is an integer."""
+    from decimal import Decimal  # rarely needed: only for values that differ
+
+    number = Decimal(text)
+    return int(number) if number.as_tuple().exponent >= 0 else float(text)
+
+
+_as_jsonb_reads = msgspec.json.Decoder(float_hook=_jsonb_float).decode
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal JSON values (not ==, for which 1 == True), the same on both backends.
+
+    jsonb keeps a number as a decimal and writes one with no fraction digits
+    as an integer, so a float that msgspec writes in exponent form (1e20,
+    1.5e308) reads back from PostgreSQL as an integer (100000000000000000000).
+    Such floats compare as those integers on every backend. Only values that
+    differ are read again, so the common case costs two encodings.
+    """
+    left, right = canonical(a), canonical(b)
+    return left == right or canonical(_as_jsonb_reads(left)) == canonical(_as_jsonb_reads(right))
+
+
 def changed_fields(old: StoredVersion, new: Version) -> tuple[str, ...]:
     """The modelled columns that changed, in table order, then the other keys
     added, removed or changed, sorted."""
     names = [name for name, a, b in zip(API_FIELDS, old.fields, new.fields) if a != b]
-    if canonical(old.extra) != canonical(new.extra):  # not ==, for which 1 == True
+    if not same_json(old.extra, new.extra):
         before, after = old.extra or {}, new.extra or {}
         names += sorted(key for key in before.keys() | after.keys()
-                        if key not in before or key not in after or canonical(before[key]) != canonical(after[key]))
+                        if key not in before or key not in after or not same_json(before[key], after[key]))
     return tuple(names)
 
 

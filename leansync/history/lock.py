@@ -2,9 +2,17 @@
 
 A run holds the lock from before it reads the clock until after it commits,
 so runs' timestamps follow their commit order and overlapping cron runs
-serialise. SQLite uses an flock on a file beside the database; PostgreSQL a
-session advisory lock. Both are released by the operating system or the
-server if the process dies, so a kill -9 never leaves a stale lock.
+serialise. Both kinds are released by the operating system or the server if
+the process dies, so a kill -9 never leaves a stale lock (docs/locking.md).
+
+- SQLite: an flock on a file beside the database's real path (symlinks and
+  every spelling of the path resolved), so every way of naming one file
+  shares one lock.
+- PostgreSQL: a session advisory lock, and the run writes only on that
+  session's connection (``RunLock.begin``). A session the server ended (an
+  idle_session_timeout, a pg_terminate_backend) took the lock with it and
+  cannot commit: the run fails with LockLost and writes nothing, not even a
+  `failed` row, so it can never land beside the run that took the lock next.
 """
 
 import errno
@@ -13,39 +21,116 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from leansync.store.database import database_errors, safe_url, sqlite_path
-from leansync.errors import DatabaseError, LockTimeout
+from leansync.errors import DatabaseError, LockLost, LockTimeout
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key: the bytes of "leansync" as a signed 64-bit integer.
 PG_LOCK_KEY = int.from_bytes(b"leansync", "big", signed=True)
 POLL_SECONDS = 0.05
+# pg_locks shows a bigint advisory key as classid (high half), objid (low half) and objsubid 1.
+HOLDS_LOCK = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
+    "AND objsubid = 1 AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+)
 
 
 def lock_file_path(database: Path) -> Path:
-    return database.with_name(database.name + ".lock")
+    """The lock file of a SQLite database: beside its real path, whatever the spelling.
+
+    realpath resolves what exists (a symlinked file or folder, "..", a
+    relative path) and keeps the rest, so a database that does not exist yet
+    gets the lock file it will have once created.
+    """
+    real = Path(os.path.realpath(database))
+    return real.with_name(real.name + ".lock")
+
+
+class RunLock:
+    """The lock, held; ``connect()`` and ``begin()`` give the connections a run may write on.
+
+    They behave as the engine's own: on SQLite a new connection each time; on
+    PostgreSQL always the lock's own, left open at the end of the block.
+    """
+
+    def __init__(self, engine: Engine, connection: Connection | None = None):
+        self.engine = engine
+        self.url = str(engine.url)
+        self._connection = connection
+        # The DBAPI connection whose session holds the lock: SQLAlchemy would
+        # silently replace it after an invalidation, with a session that holds nothing.
+        self._session = connection.connection.dbapi_connection if connection is not None else None
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        if self._connection is None:
+            with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = self._connection
+        if connection.invalidated or connection.connection.dbapi_connection is not self._session:
+            raise self._lost("its session had already ended")
+        try:
+            yield connection
+        except DBAPIError as exc:
+            if exc.connection_invalidated or connection.invalidated:
+                raise self._lost(_reason(exc)) from exc
+            raise
+        finally:
+            if connection.in_transaction() and not connection.invalidated:
+                connection.rollback()  # whatever the block left open; a commit is the block's to make
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction that commits at the end of the block, and on PostgreSQL only while the lock is held."""
+        with self.connect() as connection, connection.begin():
+            yield connection
+            if self._connection is not None:
+                self._check_held(connection)
+
+    def _check_held(self, connection: Connection) -> None:
+        """Inside the transaction about to commit, on the lock's session: a session that
+        holds the lock now holds it until it ends, and a session that has ended cannot
+        commit. Catches a pooler that moved the run to another session (PgBouncer's
+        transaction pooling)."""
+        held = connection.execute(HOLDS_LOCK, {"high": (PG_LOCK_KEY >> 32) & 0xFFFFFFFF,
+                                               "low": PG_LOCK_KEY & 0xFFFFFFFF}).scalar()
+        if not held:
+            raise LockLost(f"this run's session on {safe_url(self.url)} no longer holds the run lock (does a "
+                           "pooler in transaction mode stand between leansync and the server?); this run wrote "
+                           "nothing")
+
+    def _lost(self, reason: str) -> LockLost:
+        return LockLost(f"lost the connection to the database {safe_url(self.url)} and with it the run lock "
+                        f"({reason}); this run wrote nothing (it is safe to run again)")
+
+
+def _reason(exc: DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
 @contextmanager
-def run_lock(engine: Engine, *, timeout: float):
+def run_lock(engine: Engine, *, timeout: float) -> Iterator[RunLock]:
     url = str(engine.url)
     if engine.dialect.name == "postgresql":
-        with _advisory_lock(engine, timeout=timeout, url=url):
-            yield
+        with _advisory_lock(engine, timeout=timeout, url=url) as connection:
+            yield RunLock(engine, connection)
         return
     path = sqlite_path(url)
     if path is None:  # in-memory SQLite: one process only
-        yield
+        yield RunLock(engine)
         return
     with _file_lock(lock_file_path(path), timeout=timeout, url=url):
-        yield
+        yield RunLock(engine)
 
 
 def _timeout_error(url: str, timeout: float) -> LockTimeout:
@@ -97,7 +182,7 @@ def _open_lock_file(path: Path):
 
 
 @contextmanager
-def _advisory_lock(engine: Engine, *, timeout: float, url: str):
+def _advisory_lock(engine: Engine, *, timeout: float, url: str) -> Iterator[Connection]:
     deadline = time.monotonic() + timeout
     with database_errors(url), engine.connect() as connection:
         while not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar():
@@ -107,12 +192,16 @@ def _advisory_lock(engine: Engine, *, timeout: float, url: str):
             time.sleep(POLL_SECONDS)
         connection.commit()  # the lock is session-level: it outlives this transaction
         try:
-            yield
+            yield connection
         finally:
             _advisory_unlock(connection)
 
 
-def _advisory_unlock(connection) -> None:
+def _advisory_unlock(connection: Connection) -> None:
+    if connection.invalidated:
+        # The session is gone and the server released its lock with it: using
+        # the connection now would open a new session just to unlock nothing.
+        return
     try:
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
         connection.commit()

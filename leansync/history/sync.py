@@ -2,9 +2,13 @@
 
 Either every change of a run lands (with its `sync_run` row) or none does.
 
+Every write goes through the held lock's connections (leansync.history.lock:
+on PostgreSQL, the session that holds the lock).
+
 Once the schema is at head and the run's clock is read, any failure (the
 API, the payload, the guard, the database while applying) leaves a `failed`
-sync_run row, written in a transaction of its own. A failure before that
+sync_run row, written in a transaction of its own; except a lost lock
+(LockLost), after which nothing is written. A failure before that
 leaves no row, because there is nowhere sound to write one: the lock was
 not taken (another run holds it: this run did nothing), the database cannot
 be opened, or its schema was refused (from the future: it must stay
@@ -21,8 +25,8 @@ from sqlalchemy import Connection, Engine, func, select
 
 from leansync.store.database import database_errors, ensure_schema, require_schema
 from leansync.history.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
-from leansync.errors import ConfigError, DatabaseError, GuardError, LeansyncError
-from leansync.history.lock import run_lock
+from leansync.errors import ConfigError, DatabaseError, GuardError, LeansyncError, LockLost
+from leansync.history.lock import RunLock, run_lock
 from leansync.store.models import sync_run, utcnow
 from leansync.source.payload import split_items
 from leansync.timespec import format_utc
@@ -54,13 +58,13 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
     """One run; ``observed_at`` (a backfill) is its started_at instead of now."""
     url = str(engine.url)
     check_not_future(observed_at)  # before anything is created
-    with run_lock(engine, timeout=lock_timeout):
-        ensure_schema(engine)  # a failure here leaves no run row (module docstring)
-        with database_errors(url), engine.connect() as conn:
+    with run_lock(engine, timeout=lock_timeout) as lock:
+        ensure_schema(engine, via=lock)  # a failure here leaves no run row (module docstring)
+        with database_errors(url), lock.connect() as conn:
             started_at = run_clock(conn) if observed_at is None else backfill_clock(conn, observed_at)
         try:
             body = source.fetch()
-            with database_errors(url), engine.begin() as conn:
+            with database_errors(url), lock.begin() as conn:
                 plan = plan_against(conn, body, source=source.label)  # decodes and validates too
                 del body  # the plan holds what is written: the response's memory goes before the writes
                 check_mass_removal(plan, allow=allow_mass_removal)
@@ -68,8 +72,10 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
                                     status="success", counts=plan.counts())
                 apply_plan(conn, plan, run_id=run_id, now=started_at)
                 finish_run(conn, run_id, finished_at=_not_before(started_at))
+        except LockLost:
+            raise  # another run may hold the lock by now: a row written now could land beside its run
         except Exception as exc:
-            exc.run_id = _record_failure(engine, started_at=started_at, source=source.label, error=exc)
+            exc.run_id = _record_failure(lock, started_at=started_at, source=source.label, error=exc)
             raise
     log.info("run %d committed: %s", run_id, plan.counts())
     return RunOutcome(plan=plan, run_id=run_id, started_at=started_at)
@@ -164,11 +170,11 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
     return RunOutcome(plan=plan, run_id=None, dry_run=True)
 
 
-def _record_failure(engine: Engine, *, started_at: datetime, source: str, error: Exception) -> int | None:
-    """Write the `failed` sync_run row; returns its id, or None if even that failed."""
+def _record_failure(lock: RunLock, *, started_at: datetime, source: str, error: Exception) -> int | None:
+    """Write the `failed` sync_run row, under the lock; returns its id, or None if even that failed."""
     message = str(error) if isinstance(error, LeansyncError) else f"{type(error).__name__}: {error}"
     try:
-        with database_errors(str(engine.url)), engine.begin() as conn:
+        with database_errors(lock.url), lock.begin() as conn:
             return insert_run(conn, started_at=started_at, source=source, status="failed",
                               error=message, finished_at=_not_before(started_at))
     except Exception as exc:  # the original error matters more than this one
@@ -176,8 +182,9 @@ def _record_failure(engine: Engine, *, started_at: datetime, source: str, error:
         # DEBUG): unconfigured, Python's last-resort handler would print it to
         # every cron mail. When the database itself was the run's failure,
         # failing to write to it is no news: the error says it all.
+        # Nor is a lost lock: writing nothing is then what must happen.
         verbose = log.isEnabledFor(logging.DEBUG)
-        level = logging.DEBUG if isinstance(error, DatabaseError) else logging.WARNING
+        level = logging.DEBUG if isinstance(error, DatabaseError) or isinstance(exc, LockLost) else logging.WARNING
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.log(level, "could not record the failed run in sync_run: %s", reason, exc_info=verbose)
         return None

@@ -34,6 +34,13 @@ FIELD_KEYS: tuple[tuple[str, str], ...] = (
 # Every other key of an item is kept in `extra`.
 MODELLED_KEYS = frozenset({"id", *(key for _, key in FIELD_KEYS)})
 INT32 = 2**31  # lean_version.id is a 32-bit integer on PostgreSQL
+# What PostgreSQL cannot store, refused on every backend so both keep the same
+# history (docs/schema.md, "Limits"). A hash is a key of lean_hash's btree
+# index, whose rows PostgreSQL caps near 2,700 bytes (after compression, so
+# the cap on what is sent is lower and certain). An object's jsonb can take
+# about six times its JSON text ([1,1,...]), and jsonb holds at most 256 MiB.
+MAX_HASH_BYTES = 2_000
+MAX_OBJECT_BYTES = 16 * 2**20
 BOM = b"\xef\xbb\xbf"  # json.loads accepted one in front of the body; so do we
 
 Text = str | None
@@ -156,6 +163,9 @@ def decode_version(item: bytes, *, index: int, source: str) -> Version:
         except ValueError:
             raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "created" is not a valid '
                                f"timestamp: {typed.created!r}") from None
+        except OverflowError:  # a valid date whose offset takes it past year 1 or 9999 in UTC
+            raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "created" leaves the calendar '
+                               f"(years 1 to 9999) once converted to UTC: {typed.created!r}") from None
     # Encoded again rather than kept as sent: a key sent twice keeps its last
     # value, in raw as in the fields and extra (and as PostgreSQL's jsonb does).
     raw = _encode(value)
@@ -164,6 +174,14 @@ def decode_version(item: bytes, *, index: int, source: str) -> Version:
     if b"\\u0000" in raw and _holds_nul(value):
         raise PayloadError(f"{source}: versions[{index}] (id {typed.id}): a string holds a NUL character "
                            "(\\u0000), which the database cannot store")
+    if len(raw) > MAX_OBJECT_BYTES:
+        raise PayloadError(f"{source}: versions[{index}] (id {typed.id}): the object is {len(raw):,} bytes long as "
+                           f"JSON, more than the {MAX_OBJECT_BYTES:,} the database is sure to store")
+    for key, hash_ in (("leanHash", typed.leanHash), ("leanCloudHash", typed.leanCloudHash)):
+        # len(str) first: most hashes are 40 characters, and no character takes more than 4 bytes.
+        if hash_ is not None and len(hash_) > MAX_HASH_BYTES // 4 and (size := len(hash_.encode())) > MAX_HASH_BYTES:
+            raise PayloadError(f'{source}: versions[{index}] (id {typed.id}): field "{key}" is {size:,} bytes long, '
+                               f"more than the {MAX_HASH_BYTES:,} a hash may have (the database indexes hashes)")
     public = typed.public
     fields = (typed.name, typed.description, typed.ref, typed.leanHash, typed.leanCloudHash,
               public if public is None else bool(public), created)

@@ -113,6 +113,8 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    elif engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
     return engine
 
 
@@ -137,6 +139,20 @@ def _server_options(parsed) -> dict:
         }
         options["connect_args"] = {k: v for k, v in defaults.items() if k not in parsed.query}
     return options
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Every session in UTC, whatever PGTZ, the role or the database says:
+        # psycopg reads timestamptz in the session's zone, where 9999-12-31
+        # 23:59:59Z is already year 10000, which Python cannot hold. A SET,
+        # not the startup packet's `options`: libpq sends PGTZ as a startup
+        # parameter that overrides `options`, and PgBouncer refuses `options`.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -291,15 +307,21 @@ def _is_missing_table(exc: DBAPIError) -> bool:
     return "no such table" in str(exc.orig)  # SQLite has no error codes for this in pysqlite
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Bring the database to head; one query when it already is there."""
+def ensure_schema(engine: Engine, *, via=None) -> None:
+    """Bring the database to head; one query when it already is there.
+
+    ``via`` (the held run lock, leansync.history.lock.RunLock) gives the
+    connections to use, as the engine's connect() and begin() would: on
+    PostgreSQL the migration then runs on the lock's own session.
+    """
     url = str(engine.url)
+    connections = via if via is not None else engine
     with database_errors(url):
-        with engine.connect() as connection:
+        with connections.connect() as connection:
             if current_revision(connection) == SCHEMA_HEAD:
                 return
         enable_wal(engine)  # a new or older database: WAL then stays set in the file
-        with engine.begin() as connection:
+        with connections.begin() as connection:
             if check_revision(current_revision(connection), url):
                 upgrade(connection)
 

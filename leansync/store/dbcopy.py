@@ -31,10 +31,10 @@ def copy_database(source: Engine, target: Engine, *, lock_timeout: float,
     """
     source_url, target_url = str(source.url), str(target.url)
     require_schema(source)  # the same schema as the target will have; never migrated here
-    with run_lock(target, timeout=lock_timeout):
-        ensure_schema(target)
+    with run_lock(target, timeout=lock_timeout) as lock:
+        ensure_schema(target, via=lock)
         with database_errors(source_url), _snapshot(source) as src, database_errors(target_url), \
-                target.begin() as dst:
+                lock.begin() as dst:
             held = dst.execute(select(func.count()).select_from(sync_run)).scalar_one()
             if held:
                 raise ConfigError(
