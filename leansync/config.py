@@ -108,13 +108,10 @@ def _decode_json(raw: bytes, path: Path):
     as Latin-1 (Notepad's "ANSI"). Never echoes the content: it holds the token.
     """
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        pass
-    except ValueError:
-        raise ConfigError(f"{path} is not valid JSON; run `lean login` again") from None
-    try:
-        return json.loads(raw.decode("latin-1"))
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:
+            return json.loads(raw.decode("latin-1"))
     except ValueError:
         raise ConfigError(f"{path} is not valid JSON in UTF-8, UTF-16, UTF-32 or Latin-1; "
                           "run `lean login` again") from None

@@ -31,7 +31,9 @@ def register(*secrets: str | None) -> None:
     """Mask these values, wherever they appear, for the rest of the process."""
     for secret in secrets:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
-            _registered.update({secret, quote(secret, safe=""), quote_plus(secret)})
+            # surrogatepass: a value that is not UTF-8 text (undecodable bytes from the environment) is masked too
+            _registered.update({secret, quote(secret, safe="", errors="surrogatepass"),
+                                quote_plus(secret, errors="surrogatepass")})
 
 
 def mask(text: str) -> str:
