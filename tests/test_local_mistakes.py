@@ -9,8 +9,10 @@ its answer, not for typos.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,25 @@ def test_a_driver_that_is_not_installed_names_the_extra(tmp_path):
     assert error_line(result.stderr) == (
         "the driver for postgresql+psycopg2://leansync@127.0.0.1/leansync is not installed (psycopg2); write "
         "postgresql:// (leansync uses psycopg 3, not psycopg2) and pip install 'leansync[postgres]'")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv: root itself reads any file")
+def test_an_unreadable_saved_response_is_a_usage_error(ten):
+    """As `nobody`, a saved response only its owner may read: exit 2, and no database, lock or journal appears."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="leansync-unreadable-") as where:
+        folder = Path(where)
+        folder.chmod(0o777)  # nobody may create the database here: only the unreadable file stops it
+        saved = folder / "saved.json"
+        saved.write_text(json.dumps({"versions": ten, "success": True}))
+        saved.chmod(0o600)
+        result = subprocess.run(
+            # CAP_DAC_READ_SEARCH only lets nobody start this Python under /root; the command line checks
+            # the file with access(2), which judges by the user alone.
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=+dac_read_search",
+             "--ambient-caps=+dac_read_search", LEANSYNC, "--database-url", f"sqlite:///{folder}/h.db", "sync",
+             "--from-file", str(saved)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": "/nonexistent"})
+        assert result.returncode == 2, result.stderr
+        assert f"Error: Invalid value for '--from-file': File '{saved}' is not readable." in result.stderr
+        assert [p.name for p in folder.iterdir()] == ["saved.json"]
