@@ -239,3 +239,14 @@ def test_an_unreadable_saved_response_is_a_usage_error(ten):
         assert result.returncode == 2, result.stderr
         assert f"Error: Invalid value for '--from-file': File '{saved}' is not readable." in result.stderr
         assert [p.name for p in folder.iterdir()] == ["saved.json"]
+
+
+@pytest.mark.parametrize("name", ["missing.json", "."])
+def test_the_python_api_refuses_a_saved_response_it_cannot_read_before_anything_is_made(name, tmp_path):
+    import leansync as library
+
+    url = f"sqlite:///{tmp_path / 'db' / 'h.db'}"
+    with pytest.raises(library.ConfigError, match=r"^cannot read the saved response .* \(--from-file\): ") as caught:
+        library.run_sync(database_url=url, from_file=tmp_path / name)
+    assert caught.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
