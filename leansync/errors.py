@@ -4,15 +4,24 @@ The exit codes are part of the contract that cron wrappers and monitors use:
 0 success, 1 the run failed, 2 usage or configuration error, 75 lock busy.
 """
 
+from leansync.masking import mask
+
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
 
 
 class LeansyncError(Exception):
-    """An expected failure with a message fit to show a user."""
+    """An expected failure with a message fit to show a user.
+
+    Its message is masked (leansync.masking): whoever prints, logs or stores
+    it, from the command line or the Python API, never sees a credential.
+    """
 
     exit_code = EXIT_FAILED
+
+    def __init__(self, *args):
+        super().__init__(*(mask(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(LeansyncError):

@@ -19,6 +19,7 @@ from typing import Any
 
 from leansync.config import DEFAULT_API_URL, ENV_API_URL, resolve_database_url
 from leansync.errors import ConfigError, GuardError, PayloadError
+from leansync.masking import mask, register
 
 log = logging.getLogger("leansync")
 
@@ -84,7 +85,7 @@ def run_sync(
 
     ``from_file`` is a saved `lean/versions/read` response ("-": stdin);
     ``observed_at`` (an aware datetime, only with ``from_file``) records it as
-    seen then: it must be later than every recorded run and not in the
+    seen then: it must be later than every successful run and not in the
     future. ``api_url`` defaults to $QUANTCONNECT_API_URL or QuantConnect's
     API; the credentials come from the environment or ~/.lean/credentials
     (``user_id`` overrides the user id). ``timeout`` (per connect and read),
@@ -106,6 +107,8 @@ def run_sync(
             raise ConfigError("observed_at (--observed-at) needs a saved response (--from-file)")
         if observed_at.tzinfo is None or observed_at.utcoffset() is None:
             raise ConfigError("observed_at must be a timezone-aware datetime")
+    _check_bounds(timeout=timeout, retries=retries, deadline=deadline, max_response_mb=max_response_mb,
+                  lock_timeout=lock_timeout)
     if from_file is not None:
         source = file_source(from_file)
     else:
@@ -113,7 +116,7 @@ def run_sync(
                              deadline=deadline, max_response_mb=max_response_mb, on_warning=on_warning or log.warning)
     url = resolve_database_url(database_url)
     if dry_run:
-        engine = make_engine(url) if database_exists(url) else None
+        engine = make_engine(url, readonly=True) if database_exists(url) else None
         try:
             outcome = plan_only(engine, source, allow_mass_removal=allow_mass_removal, observed_at=observed_at)
         except GuardError as exc:
@@ -137,13 +140,50 @@ def _result(plan, *, run_id: int | None, dry_run: bool, started_at: datetime | N
                       started_at=started_at)
 
 
+# The largest values the options take: beyond them a timer or a socket timeout
+# overflows (seconds) or a size no machine holds (MiB), so they are typos.
+MAX_SECONDS = 1e9  # about 31 years
+MAX_RETRIES = 1000
+MAX_RESPONSE_MB = 1024 * 1024  # 1 TiB
+
+
+def _check_bounds(*, timeout: float, retries: int, deadline: float, max_response_mb: float,
+                  lock_timeout: float) -> None:
+    """Numbers out of range are usage errors (ConfigError) before anything is created or sent."""
+    import math
+
+    for name, value, low, high in (("timeout", timeout, 0, MAX_SECONDS), ("deadline", deadline, 0, MAX_SECONDS),
+                                   ("max_response_mb", max_response_mb, 0, MAX_RESPONSE_MB),
+                                   ("lock_timeout", lock_timeout, None, MAX_SECONDS)):
+        if not (math.isfinite(value) and (value > low if low is not None else value >= 0) and value <= high):
+            floor = f"greater than {low}" if low is not None else "at least 0"
+            raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be a number {floor} and at most "
+                              f"{high:g}, not {value}")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(f"retries (--retries) must be between 0 and {MAX_RETRIES}, not {retries}")
+
+
 def file_source(path: str | os.PathLike):
-    """A saved response: its bytes are parsed by the run (see sync.plan_against)."""
+    """A saved response: its bytes are parsed by the run (see sync.plan_against).
+
+    A file that is not there or cannot be read is a ConfigError at once,
+    before any database file is created or locked: a typo is not a failed run.
+    """
+    import stat
+
     from leansync.history.sync import Source
 
     if str(path) == "-":
         return Source(label="stdin", fetch=sys.stdin.buffer.read)
     resolved = Path(path).resolve()
+    try:
+        if stat.S_ISREG(resolved.stat().st_mode):  # not a pipe (<(...)): opening one to check could lose it
+            os.close(os.open(resolved, os.O_RDONLY | os.O_CLOEXEC))
+        elif resolved.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the saved response {mask(str(resolved))} (--from-file): "
+                          f"{exc.strerror}") from None
 
     def fetch() -> bytes:
         try:
@@ -160,15 +200,34 @@ def _api_source(*, api_url: str | None, user_id: str | None, timeout: float, ret
     from leansync.config import load_credentials
     from leansync.history.sync import Source
 
-    api_url = api_url or os.environ.get(ENV_API_URL) or DEFAULT_API_URL
+    api_url = check_api_url(api_url or os.environ.get(ENV_API_URL) or DEFAULT_API_URL)
     credentials = load_credentials(user_id=user_id)  # before anything is sent or written
     for warning in credentials.warnings:
         on_warning(warning)
     return Source(
-        label=endpoint_url(api_url),
+        label=mask(endpoint_url(api_url)),  # sync_run.source: a gateway's password never lands there
         fetch=lambda: fetch_versions(api_url=api_url, credentials=credentials, timeout=timeout, retries=retries,
                                      deadline=deadline, max_bytes=int(max_response_mb * MIB)),
     )
+
+
+def check_api_url(api_url: str) -> str:
+    """The API URL if it is an http(s) URL with a host; else a ConfigError (a typo, not a failed run)."""
+    from urllib.parse import urlsplit
+
+    where = f"the API URL {mask(api_url)} (--api-url / {ENV_API_URL})"
+    try:
+        parts = urlsplit(api_url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is not a valid URL: {exc}") from None
+    register(parts.password)  # a gateway's basic auth, masked whatever form a message shows it in
+    if parts.scheme.lower() not in ("http", "https"):
+        hint = f"; did you mean https://{api_url}?" if "://" not in api_url else ""
+        raise ConfigError(f"{where} is not an http:// or https:// URL{mask(hint)}")
+    if not parts.hostname:
+        raise ConfigError(f"{where} names no host; expected e.g. {DEFAULT_API_URL}")
+    return api_url
 
 
 def export(*, database_url: str | None = None, as_of: datetime | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Secrets are of two kinds:
   appear, whole or URL-encoded.
 """
 
+import logging
 import re
 from urllib.parse import quote, quote_plus
 
@@ -30,7 +31,9 @@ def register(*secrets: str | None) -> None:
     """Mask these values, wherever they appear, for the rest of the process."""
     for secret in secrets:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
-            _registered.update({secret, quote(secret, safe=""), quote_plus(secret)})
+            # surrogatepass: a value that is not UTF-8 text (undecodable bytes from the environment) is masked too
+            _registered.update({secret, quote(secret, safe="", errors="surrogatepass"),
+                                quote_plus(secret, errors="surrogatepass")})
 
 
 def mask(text: str) -> str:
@@ -41,3 +44,14 @@ def mask(text: str) -> str:
         text = text.replace(secret, MASK)
     text = _USERINFO_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+
+
+class MaskingFormatter(logging.Formatter):
+    """A log formatter whose lines (tracebacks included) pass through `mask`.
+
+    leansync puts it on the handlers it installs, so every logger's records are
+    masked, third-party ones (urllib3, SQLAlchemy, psycopg) included.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))

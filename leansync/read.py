@@ -110,7 +110,7 @@ class NotFound(LookupError):
 
 def open_database(url: str) -> Engine:
     """An engine on an existing database at the current schema; creates and migrates nothing."""
-    engine = make_engine(url)
+    engine = make_engine(url, readonly=True)
     require_schema(engine)
     return engine
 

@@ -51,7 +51,10 @@ def parse_when(text: str, *, now: datetime) -> datetime:
         raise TimespecError(f"{text!r} is not a valid time; expected {WHEN_HELP}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise TimespecError(f"{text!r} lies outside the calendar (years 1 to 9999) in UTC") from None
 
 
 def format_utc(moment: datetime) -> str:

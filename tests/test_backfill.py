@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from dbstate import has_schema, raw_rows, runs
+from dbstate import check_invariants, has_schema, raw_rows, runs
 from leansync import read
 from leansync.read import open_database
 from samples import response
@@ -81,11 +81,11 @@ def test_a_when_not_later_than_every_run_is_refused(database_url, saved, tmp_pat
         result = leansync(database_url, "sync", "--from-file", saved[1], "--observed-at", when, *dry)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("leansync: error: --observed-at ")
-        assert "not later than the newest recorded run (run 1 at 2026-03-01T06:00:00Z)" in result.stderr
+        assert "not later than the newest successful run (run 1 at 2026-03-01T06:00:00Z)" in result.stderr
         assert len(result.stderr.splitlines()) == 1
     assert raw_rows(database_url) == before
 
-    # A failed backfill is a recorded run: the next one must come after it.
+    # A failed backfill is recorded, but it wrote no history: the right file may follow at the same WHEN.
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
     failed = leansync(database_url, "sync", "--from-file", bad, "--observed-at", "2026-03-02", "--json")
@@ -93,10 +93,17 @@ def test_a_when_not_later_than_every_run_is_refused(database_url, saved, tmp_pat
     assert json.loads(failed.stdout)["run_id"] == 2
     assert runs(database_url)[-1]["started_at"] == T2.replace(hour=0)
     again = leansync(database_url, "sync", "--from-file", saved[1], "--observed-at", "2026-03-02")
-    assert again.returncode == 2
-    assert "(run 2 at 2026-03-02T00:00:00Z)" in again.stderr
-    assert leansync(database_url, "sync", "--from-file", saved[1], "--observed-at",
-                    "2026-03-02T00:00:00.000001").returncode == 0
+    assert again.returncode == 0, again.stderr
+    assert [(r["id"], r["status"], r["started_at"]) for r in runs(database_url)[1:]] == [
+        (2, "failed", T2.replace(hour=0)), (3, "success", T2.replace(hour=0))]
+    check_invariants(database_url)
+    # ... and the successful one is the newest: the failure is behind it.
+    check = leansync(database_url, "check", "--max-age", "99999d")
+    assert check.returncode == 0 and "failed_runs=0" in check.stdout, check.stdout
+    # Now that one wrote history, its WHEN is taken.
+    taken = leansync(database_url, "sync", "--from-file", saved[2], "--observed-at", "2026-03-02")
+    assert taken.returncode == 2
+    assert "(run 3 at 2026-03-02T00:00:00Z)" in taken.stderr
 
 
 def test_the_future_is_refused_without_tolerance(run, saved, database_url):

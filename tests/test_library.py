@@ -177,7 +177,7 @@ def test_a_credentials_warning_goes_to_on_warning(database_url, saved, tag_versi
 def test_observed_at_backfills(database_url, saved, tag_versions):
     with freeze_time(T2 + timedelta(days=30)):
         first = leansync.run_sync(database_url=database_url, from_file=saved(tag_versions[:2]), observed_at=T1)
-        with pytest.raises(leansync.ConfigError, match="not later than the newest recorded run"):
+        with pytest.raises(leansync.ConfigError, match="not later than the newest successful run"):
             leansync.run_sync(database_url=database_url, from_file=saved(tag_versions[:3]), observed_at=T1)
         second = leansync.run_sync(database_url=database_url, from_file=saved(tag_versions[:3]), observed_at=T2)
     assert (first.run_id, second.run_id, second.inserted) == (1, 2, 1)

@@ -129,8 +129,10 @@ def test_the_metrics_file_is_written_after_success_and_after_failure(run, write_
                    "--metrics-file", target).exit_code == 0
     assert target.read_text() == run("metrics").stdout
     assert samples(target.read_text())[("leansync_last_run_success", ())] == 1
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("not json")
     with freeze_time(T2):
-        failed = run("sync", "-q", "--from-file", tmp_path / "missing.json", "--metrics-file", target)
+        failed = run("sync", "-q", "--from-file", garbage, "--metrics-file", target)
     assert failed.exit_code == 1
     got = samples(target.read_text())
     assert got[("leansync_last_run_success", ())] == 0

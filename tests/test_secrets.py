@@ -173,3 +173,111 @@ def test_the_warning_keeps_json_output_clean(run, qc, credentials_file):
     result = run("sync", "--json", "--api-url", qc.url)
     assert json.loads(result.stdout)["status"] == "success"
     assert result.stderr == warning_for(credentials_file)
+
+
+# -- passwords in the database URL and credentials in the API URL (issue 15) ----------
+
+DB_PASSWORD = "dbPASS-7c1e9a3f5b"
+USERINFO_PASSWORD = "infoPASS-2d8b6f04"
+GATEWAY_PASSWORD = "gwPASS-93a1c7e5d2"
+QUERY_TOKEN = "queryTOKEN-51f0b8c2"
+SECRETS = (TOKEN, DB_PASSWORD, USERINFO_PASSWORD, GATEWAY_PASSWORD, QUERY_TOKEN)
+
+
+def assert_no_secret(where: str, text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{secret} leaked in {where}: {text[:2000]}"
+
+
+def with_password(url: str) -> list[str]:
+    """The test server's URL (trust authentication: any password is accepted) with a password
+    as a query parameter, and in the user info."""
+    user_info = url.replace("postgres@", f"postgres:{USERINFO_PASSWORD}@", 1)
+    return [f"{url}?password={DB_PASSWORD}", f"{user_info}?sslmode=disable"]
+
+
+READ_COMMANDS = [["versions", "--limit", "3"], ["show", "17453"], ["show", "1"], ["hashes"],
+                 ["changes", "--since", "30d"], ["runs"], ["check", "--max-age", "1h"], ["metrics"],
+                 ["export"], ["db", "current"], ["datasette-metadata"]]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.slow
+def test_a_database_password_is_masked_by_every_command(database_url, write_response, tag_versions,
+                                                        postgres_cluster, tmp_path):
+    """Every command that names the database, with -v (its logs and tracebacks), check's line included."""
+    as_query, as_user_info = with_password(database_url)
+    response = write_response(tag_versions[:20])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"success": true, "versions": [{"id": "x"}]}')
+    commands = [["sync", "--from-file", str(response)], ["sync", "--from-file", str(bad)],
+                ["sync", "--dry-run", "--from-file", str(response)], ["db", "upgrade"], *READ_COMMANDS,
+                ["db", "copy", "--to", as_query]]  # refused: the target holds runs
+    outputs = []
+    for command in commands:
+        result = leansync(as_query, "-v", *command)
+        outputs.append((str(command), result.stdout + result.stderr))
+    for command in (["db", "current"], ["check", "--max-age", "1h"], ["show", "1"]):
+        result = leansync(as_user_info, *command)
+        outputs.append((f"user info {command}", result.stdout + result.stderr))
+    # An unreachable server and a missing database name the URL in their one sentence.
+    for broken in (as_query.replace(f":{postgres_cluster.port}/", ":1/"), as_user_info.replace("/test_", "/nodb_")):
+        for command in (["check", "--max-age", "1h"], ["-v", "sync", "--from-file", str(response)]):
+            result = leansync(broken, *command)
+            assert result.returncode in (2, 3) if command[0] == "check" else result.returncode == 1, result.stderr
+            outputs.append((f"unreachable {command}", result.stdout + result.stderr))
+    outputs.append(("metrics", leansync(as_query, "metrics").stdout))
+
+    shown = "\n".join(text for _, text in outputs)
+    assert "password=***" in shown and "postgres:***@" in shown  # the URLs were shown, masked
+    assert "leansync: alembic.runtime.migration" in shown and "Traceback" in shown  # -v's logs and tracebacks
+    for where, text in outputs:
+        assert_no_secret(where, text)
+    assert {r["status"] for r in runs(database_url)} == {"success", "failed"}
+    assert_no_secret("the database", full_dump_text(database_url))
+
+
+def test_credentials_in_the_api_url_are_masked_everywhere(qc, run, database_url, isolated_env, monkeypatch):
+    """A gateway's basic auth and a token in the query: never in output, -v logs, tracebacks or sync_run."""
+    import leansync as library
+
+    qc.default = Reply(status=500)
+    base = qc.url.replace("http://", "")
+    api_urls = [f"http://gw:{GATEWAY_PASSWORD}@{base}", f"{qc.url}?token={QUERY_TOKEN}"]
+    outputs = []
+    for api_url in api_urls:
+        env = qc.env(QUANTCONNECT_API_TOKEN=TOKEN, QUANTCONNECT_API_URL=api_url)
+        for flags in (["-v"], ["-v", "--json"], ["--json"]):
+            result = leansync(database_url, "sync", *flags, "--retries", "0", env=env)
+            assert result.returncode == 1, result.stderr
+            outputs.append((f"installed {flags}", result.stdout + result.stderr))
+            if "-v" in flags:  # the logs and the traceback were on
+                assert "leansync: urllib3" in result.stderr and "Traceback" in result.stderr, result.stderr
+        in_process = run("sync", "--retries", "0", env=env)
+        assert in_process.exit_code == 1
+        outputs.append(("CliRunner", in_process.stdout + in_process.stderr))
+        monkeypatch.setenv("QUANTCONNECT_API_TOKEN", TOKEN)
+        with pytest.raises(library.FetchError) as caught:
+            library.run_sync(database_url=database_url, api_url=api_url, user_id=USER_ID, retries=0)
+        outputs.append(("exception", "".join(traceback.format_exception(caught.value))))
+        outputs.append(("check", leansync(database_url, "check", "--max-age", "1h").stdout))
+        outputs.append(("runs", leansync(database_url, "runs", "--format", "json").stdout))
+        outputs.append(("metrics", leansync(database_url, "metrics").stdout))
+
+    assert any("gw:***@" in text for _, text in outputs) and any("token=***" in text for _, text in outputs)
+    for where, text in outputs:
+        assert_no_secret(where, text)
+    stored = runs(database_url)
+    assert len(stored) == 10 and {r["status"] for r in stored} == {"failed"}
+    assert_no_secret("the database", full_dump_text(database_url))
+
+
+def test_the_token_is_masked_once_loaded(monkeypatch):
+    from leansync import masking
+
+    monkeypatch.setattr(masking, "_registered", set())
+    monkeypatch.setenv("QUANTCONNECT_USER_ID", USER_ID)
+    monkeypatch.setenv("QUANTCONNECT_API_TOKEN", TOKEN)
+    assert TOKEN in masking.mask(f"echo {TOKEN}")  # not known yet
+    load_credentials()
+    assert masking.mask(f"a message quoting {TOKEN} bare") == "a message quoting *** bare"

@@ -33,9 +33,30 @@ def _set_flag(name):
         if value:
             setattr(ctx.ensure_object(AppContext), name, True)
             if name == "verbose":
-                logging.basicConfig(level=logging.DEBUG, format="leansync: %(name)s: %(message)s", force=True)
+                log_to_stderr(verbose=True)
 
     return callback
+
+
+def log_to_stderr(*, verbose: bool) -> None:
+    """The log handlers leansync installs on stderr, every line masked.
+
+    Plain: leansync's own warnings (e.g. a failed run that could not be
+    recorded), as their bare message; other libraries stay silent. -v: every
+    logger at DEBUG (urllib3's and the drivers' too), named.
+    """
+    from leansync.masking import MaskingFormatter
+
+    own = logging.getLogger("leansync")
+    handler = logging.StreamHandler()
+    if verbose:
+        own.handlers.clear()  # the root handler below shows leansync's records too
+        handler.setFormatter(MaskingFormatter("leansync: %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler], force=True)
+    else:
+        handler.setFormatter(MaskingFormatter("%(message)s"))
+        handler.setLevel(logging.WARNING)
+        own.addHandler(handler)
 
 
 def verbosity_options(func):
@@ -71,23 +92,34 @@ class LeansyncGroup(click.Group):
 
 
 def error_message(exc: Exception) -> str:
-    """The sentence shown for an error (stderr and --json alike)."""
+    """The sentence shown for an error (stderr and --json alike), masked."""
+    from leansync.masking import mask
+
     if isinstance(exc, LeansyncError):
-        return str(exc)
-    return f"unexpected error: {type(exc).__name__}: {exc}"
+        return str(exc)  # masked when it was made
+    return mask(f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def print_traceback() -> None:
+    """The current exception's traceback on stderr (-v), masked."""
+    from leansync.masking import mask
+
+    click.echo(mask(traceback.format_exc()), err=True, nl=False)
 
 
 def _report(ctx: click.Context, message: str, *, hint: bool = False) -> None:
     """One sentence on stderr; the traceback only with -v."""
+    from leansync.masking import mask
+
     app = ctx.find_object(AppContext)
     verbose = app is not None and app.verbose
     if verbose:
-        traceback.print_exc(file=sys.stderr)
+        print_traceback()
     elif hint:
         message += " (run with -v for the traceback)"
     from leansync.cli.render import printable  # an error may quote the API's text
 
-    click.echo(f"leansync: error: {printable(message)}", err=True)
+    click.echo(f"leansync: error: {printable(mask(message))}", err=True)
 
 
 @click.group(cls=LeansyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,6 +141,7 @@ def cli(ctx: click.Context, database_url: str | None):
 
 
 def main() -> None:
+    log_to_stderr(verbose=False)
     cli(prog_name="leansync")
 
 

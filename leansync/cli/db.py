@@ -53,7 +53,7 @@ def current_command(app: AppContext):
 
     url = app.resolved_database_url()
     click.echo(safe_url(url))  # first, so the URL in use shows even when it cannot be opened
-    engine = make_engine(url)  # never creates: a missing SQLite file is an error naming it
+    engine = make_engine(url, readonly=True)  # never creates: a missing SQLite file is an error naming it
     with database_errors(url), engine.connect() as conn:
         revision = current_revision(conn)
     if revision is None:

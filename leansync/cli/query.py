@@ -6,8 +6,6 @@ rows print is leansync.cli.render; check's verdict and its monitoring-plugin
 line are here.
 """
 
-import sys
-import traceback
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from enum import IntEnum
@@ -15,14 +13,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from leansync.cli import AppContext, verbosity_options
+from leansync.cli import AppContext, print_traceback, verbosity_options
 from leansync.cli.render import describe_changes, emit, format_option, one_line, printable, shortened, text_value
+from leansync.masking import mask
 from leansync.timespec import TimespecError, format_age, format_utc, parse_duration, parse_when
 
 if TYPE_CHECKING:  # at run time read loads only inside the commands (SQLAlchemy)
     from leansync.read import Health
 
 NOW_KEY = "leansync.now"
+# Numbers the database can take: a LIMIT is a 64-bit integer on both backends,
+# a version id a 32-bit one (PostgreSQL's integer column), so larger ones are usage errors.
+SQL_INT_MAX = 2**63 - 1
+ID_MIN, ID_MAX = -(2**31), 2**31 - 1
 
 
 def command_now(ctx: click.Context) -> datetime:
@@ -79,7 +82,7 @@ def reading(app: AppContext):
 @click.option("--public/--private", default=None, help="Only public, or only private, versions.")
 @click.option("--as-of", "as_of", type=When(), metavar="WHEN",
               help="The list as it was at WHEN, from the history (ISO date or date-time, or 90m/12h/7d ago).")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N versions.")
+@click.option("--limit", type=click.IntRange(min=1, max=SQL_INT_MAX), metavar="N", help="At most N versions.")
 @format_option
 @verbosity_options
 @click.pass_obj
@@ -144,7 +147,7 @@ def export_command(app: AppContext, as_of):
 # --- show --------------------------------------------------------------------
 
 @click.command("show")
-@click.argument("version_id", metavar="ID", type=int)
+@click.argument("version_id", metavar="ID", type=click.IntRange(min=ID_MIN, max=ID_MAX))
 @format_option
 @verbosity_options
 @click.pass_obj
@@ -250,7 +253,7 @@ def changes_command(app: AppContext, since, until, fmt):
 # --- runs --------------------------------------------------------------------
 
 @click.command("runs")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+@click.option("--limit", type=click.IntRange(min=1, max=SQL_INT_MAX), default=20, show_default=True, metavar="N",
               help="At most N runs.")
 @format_option
 @verbosity_options
@@ -288,7 +291,7 @@ class Status(IntEnum):
 def status_line(status: Status, message: str, perfdata: str | None = None) -> str:
     """`STATUS - message | perfdata` on one line: a monitor reads one line, and
     a `|` in the message would start the perfdata."""
-    line = f"{status.name} - {one_line(message).replace('|', '/')}"
+    line = f"{status.name} - {one_line(mask(message)).replace('|', '/')}"
     return line if perfdata is None else f"{line} | {perfdata}"
 
 
@@ -359,7 +362,7 @@ def check_command(ctx: click.Context, max_age):
             health = read.health(conn)
     except Exception as exc:  # anything that stops us reading is UNKNOWN, never a traceback
         if app.verbose:
-            traceback.print_exc(file=sys.stderr)
+            print_traceback()
         click.echo(status_line(Status.UNKNOWN, str(exc).strip() or type(exc).__name__))
         ctx.exit(int(Status.UNKNOWN))
     status, line = verdict(health, now=now, max_age=max_age)

@@ -11,6 +11,7 @@ from leansync.cli.query import When
 from leansync.cli.render import printable
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
 from leansync.timespec import format_utc
+from leansync.masking import mask
 from leansync.library import (
     DEFAULT_DEADLINE,
     DEFAULT_LOCK_TIMEOUT,
@@ -30,7 +31,7 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help="Ingest a saved API response instead of calling the API ('-' for stdin).")
 @click.option("--observed-at", "observed_at", type=When(), metavar="WHEN",
               help="With --from-file: record the saved response as seen at WHEN, which must be later than "
-                   "every recorded run and not in the future (a backfill).")
+                   "every successful run and not in the future (a backfill).")
 @click.option("--dry-run", is_flag=True, help="Compute and print what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--api-url", envvar=ENV_API_URL, default=DEFAULT_API_URL, show_default=True,
@@ -91,7 +92,7 @@ def sync_command(app: AppContext, as_json: bool, **options):
 def _warner(app: AppContext):
     def warn(message: str) -> None:
         if not app.quiet:
-            click.echo(f"leansync: warning: {printable(message)}", err=True)
+            click.echo(f"leansync: warning: {printable(mask(message))}", err=True)
 
     return warn
 

@@ -27,6 +27,7 @@ from leansync.store.database import database_errors, ensure_schema, require_sche
 from leansync.history.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
 from leansync.errors import ConfigError, DatabaseError, GuardError, LeansyncError, LockLost
 from leansync.history.lock import RunLock, run_lock
+from leansync.masking import mask
 from leansync.store.models import sync_run, utcnow
 from leansync.source.payload import split_items
 from leansync.timespec import format_utc
@@ -115,19 +116,21 @@ def run_clock(conn: Connection) -> datetime:
 
 
 def backfill_clock(conn: Connection, observed_at: datetime) -> datetime:
-    """A backfill's timestamp: ``observed_at``, which must come after every recorded run.
+    """A backfill's timestamp: ``observed_at``, which must come after every run that wrote history.
 
-    History only grows forward: a time not later than the newest run (failed
-    runs included) is refused with a ConfigError, before anything is written.
-    Its callers have already refused a time in the future (check_not_future).
+    History only grows forward: a time not later than the newest successful
+    run is refused with a ConfigError, before anything is written. A failed
+    run wrote no history, so it blocks nothing: a backfill that failed at
+    WHEN can be retried at WHEN. Its callers have already refused a time in
+    the future (check_not_future).
     """
     newest = conn.execute(
-        select(sync_run.c.id, sync_run.c.started_at).order_by(sync_run.c.started_at.desc(), sync_run.c.id.desc())
-        .limit(1)
+        select(sync_run.c.id, sync_run.c.started_at).where(sync_run.c.status == "success")
+        .order_by(sync_run.c.started_at.desc(), sync_run.c.id.desc()).limit(1)
     ).first()
     if newest is not None and observed_at <= newest.started_at:
         raise ConfigError(
-            f"--observed-at {format_utc(observed_at)} is not later than the newest recorded run "
+            f"--observed-at {format_utc(observed_at)} is not later than the newest successful run "
             f"(run {newest.id} at {format_utc(newest.started_at)}); a history only grows forward, "
             "nothing was written"
         )
@@ -172,7 +175,7 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
 
 def _record_failure(lock: RunLock, *, started_at: datetime, source: str, error: Exception) -> int | None:
     """Write the `failed` sync_run row, under the lock; returns its id, or None if even that failed."""
-    message = str(error) if isinstance(error, LeansyncError) else f"{type(error).__name__}: {error}"
+    message = str(error) if isinstance(error, LeansyncError) else mask(f"{type(error).__name__}: {error}")
     try:
         with database_errors(lock.url), lock.begin() as conn:
             return insert_run(conn, started_at=started_at, source=source, status="failed",
@@ -185,6 +188,6 @@ def _record_failure(lock: RunLock, *, started_at: datetime, source: str, error: 
         # Nor is a lost lock: writing nothing is then what must happen.
         verbose = log.isEnabledFor(logging.DEBUG)
         level = logging.DEBUG if isinstance(error, DatabaseError) or isinstance(exc, LockLost) else logging.WARNING
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = mask((str(exc).strip().splitlines() or [type(exc).__name__])[0])
         log.log(level, "could not record the failed run in sync_run: %s", reason, exc_info=verbose)
         return None

@@ -6,7 +6,13 @@ timeout, and explicit BEGIN so that every transaction, DDL included, is
 atomic.
 """
 
+import fcntl
 import logging
+import os
+import sqlite3
+import stat
+import struct
+import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -18,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from leansync.errors import ConfigError, DatabaseError, SchemaError
+from leansync.masking import mask, register
 
 # The newest migration. Kept here so the check at the start of every run
 # costs one query and no Alembic import; tests/test_migrations.py checks it
@@ -32,14 +39,12 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 # logger has no handler, so Python's last-resort handler would print that to
 # stderr as a second line in every cron mail; -v's root handler still shows it.
 logging.getLogger("psycopg").addHandler(logging.NullHandler())
+log = logging.getLogger(__name__)
 
 
 def safe_url(url: str) -> str:
-    """The URL with any password masked, fit for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<malformed URL>"
+    """The URL with every credential masked, fit for messages (leansync.masking does the work)."""
+    return mask(url)
 
 
 def _normalise(url: str):
@@ -50,6 +55,9 @@ def _normalise(url: str):
             "the database URL is malformed; expected e.g. sqlite:////path/to/leansync.db "
             "or postgresql://user@host/dbname"
         ) from None
+    # Known by value too, so a driver's message that quotes the password bare is masked as well.
+    query_password = parsed.query.get("password")
+    register(parsed.password, *(query_password if isinstance(query_password, tuple) else [query_password]))
     # A plain postgresql:// URL means psycopg 3 (the [postgres] extra), not psycopg2.
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -84,38 +92,77 @@ def database_exists(url: str) -> bool:
     return path is None or path.exists()
 
 
-def make_engine(url: str, *, create: bool = False) -> Engine:
-    """An engine for ``url``; ``create`` allows making a new SQLite file."""
+THREE_SLASH_HINT = ("a three-slash SQLite URL is relative to the current directory; "
+                    "give an absolute path with four slashes, e.g. sqlite:////var/lib/leansync/leansync.db")
+
+
+def make_engine(url: str, *, create: bool = False, readonly: bool = False) -> Engine:
+    """An engine for ``url``; ``create`` allows making a new SQLite file.
+
+    ``readonly``: for commands that only read. A SQLite file is then opened
+    read-only, so a reader needs no write access to it (see _connect_readonly).
+    A URL that keeps nothing (no file, :memory:) or a path where no database
+    can live (a directory, a device) is a ConfigError before any file is made.
+    """
     parsed = _normalise(url)
     path = sqlite_path(url)
-    if path is not None:
-        if not path.exists():
-            if not create:
-                raise ConfigError(
-                    f"no leansync database at {safe_url(url)}; run `leansync sync` first "
-                    "or set --database-url / LEANSYNC_DATABASE_URL"
-                )
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:  # a file in the way, no permission, a read-only file system
-                reason = "a file of that name is in the way" if isinstance(exc, FileExistsError) else exc.strerror
-                raise ConfigError(
-                    f"cannot create the folder {path.parent} for the database {safe_url(url)}: {reason}"
-                ) from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_place(url, path, create=create)
     try:
-        engine = create_engine(parsed, **_server_options(parsed))
+        options = _server_options(parsed)
+        if path is not None and readonly and not _may_write(path):
+            options["creator"] = lambda: _connect_readonly(path)
+        engine = create_engine(parsed, **options)
     except NoSuchModuleError:
-        raise ConfigError(f"unsupported database URL scheme in {safe_url(url)}") from None
+        raise ConfigError(f"unsupported database URL scheme in {safe_url(url)}; leansync supports "
+                          "sqlite:///PATH and postgresql://...") from None
     except ImportError as exc:
-        raise ConfigError(
-            f"the driver for {safe_url(url)} is not installed ({exc.name}); "
-            "for PostgreSQL: pip install 'leansync[postgres]'"
-        ) from None
+        hint = ("write postgresql:// (leansync uses psycopg 3, not psycopg2) and pip install 'leansync[postgres]'"
+                if exc.name == "psycopg2" else "for PostgreSQL: pip install 'leansync[postgres]'")
+        raise ConfigError(f"the driver for {safe_url(url)} is not installed ({exc.name}); {hint}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     elif engine.dialect.name == "postgresql":
         _configure_postgresql(engine)
     return engine
+
+
+def _check_sqlite_place(url: str, path: Path | None, *, create: bool) -> None:
+    """Refuse, before anything is created or locked, a SQLite URL no history can be kept at."""
+    if path is None:
+        raise ConfigError(
+            f"the database URL {safe_url(url)} names no file, so nothing would be kept (an empty path, as "
+            "cron makes of sqlite:///$DB when DB is unset, or :memory:); give a file such as "
+            "sqlite:////var/lib/leansync/leansync.db"
+        )
+    relative_hint = "" if path.is_absolute() else f"; {THREE_SLASH_HINT}"
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # not there yet (a file in the way of a folder: see mkdir)
+        mode = None
+    except OSError as exc:  # no permission to look, a symlink loop
+        raise ConfigError(f"the database {safe_url(url)} cannot be reached: {exc.strerror}{relative_hint}") from None
+    if mode is not None:
+        if not stat.S_ISREG(mode):
+            what = "a directory" if stat.S_ISDIR(mode) else "a device or other special file"
+            raise ConfigError(f"the database path {path} is {what}, not a file, so no database can live there; "
+                              f"give the path of a database file{relative_hint}")
+        return
+    if not create:
+        raise ConfigError(
+            f"no leansync database at {safe_url(url)}; run `leansync sync` first "
+            f"or set --database-url / LEANSYNC_DATABASE_URL{relative_hint}"
+        )
+    parent = path.parent
+    if not path.is_absolute() and not parent.is_dir():
+        # A typo of the four-slash form: do not grow a tree of folders under the current directory.
+        raise ConfigError(f"the folder {parent} of the database {safe_url(url)} does not exist in the current "
+                          f"directory {Path.cwd()}{relative_hint}")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, a read-only file system
+        reason = "a file of that name is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise ConfigError(f"cannot create the folder {parent} for the database {safe_url(url)}: {reason}") from None
 
 
 PG_CONNECT_TIMEOUT_S = 10
@@ -153,6 +200,107 @@ def _configure_postgresql(engine: Engine) -> None:
         cursor.execute("SET TIME ZONE 'UTC'")
         cursor.close()
         dbapi_connection.commit()
+
+
+# SQLite's own lock bytes (os_unix.c): a reader holds a read lock on the
+# SHARED range, and the last connection to close needs a write lock on it
+# before it checkpoints the WAL into the database file and deletes the WAL.
+SQLITE_PENDING_BYTE = 0x40000000
+SQLITE_SHARED_FIRST = SQLITE_PENDING_BYTE + 2
+SQLITE_SHARED_SIZE = 510
+
+
+def _connect_readonly(path: Path):
+    """A read-only connection to the SQLite file at ``path``, which the caller may not be able to write.
+
+    ``mode=ro`` first. In WAL mode that needs the -wal and -shm files, or a
+    folder where it can create them: a reader that may not write the folder
+    (the database belongs to the cron user, `check` runs as the monitoring
+    user) finds neither once the last writer has closed and removed them. The
+    database file then holds every committed transaction, so it is read as it
+    is (``immutable``), under a read lock on SQLite's SHARED range held until
+    the connection closes. A writer that starts meanwhile writes to a new WAL,
+    and the checkpoint that copies the WAL into the file when its last
+    connection closes needs a write lock on that range, so it waits for the
+    reader. (Only a commit that leaves more than 1,000 pages in the WAL, a
+    first sync or a copy, is checkpointed at once; a read at that moment may
+    fail, and is simply run again.)
+    """
+    uri = path.absolute().as_uri()
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL, if it can
+        return connection
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        cannot_write = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
+        if not cannot_write or _wal_path(path).exists():
+            raise
+    log.debug("reading %s as it is, under a read lock: its folder cannot hold a WAL index for this user", path)
+    lock = _shared_lock(path)
+    try:
+        if _wal_path(path).exists():  # a writer came meanwhile: its WAL and -shm serve mode=ro now
+            os.close(lock)
+            return _connect_readonly(path)
+        connection = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False,
+                                     factory=_LockedConnection)
+    except BaseException:
+        os.close(lock)
+        raise
+    connection.lock_fd = lock
+    return connection
+
+
+def _may_write(path: Path) -> bool:
+    """Whether this user may write the database and its folder (where SQLite keeps the WAL).
+
+    Then a reader opens it as before; a read-only connection would leave the
+    -wal and -shm files behind, since only a writer may remove them.
+    """
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _shared_lock(path: Path) -> int:
+    """A descriptor of ``path`` holding an open-file-description read lock on SQLite's SHARED range.
+
+    OFD locks, unlike POSIX ones, are not dropped when SQLite closes its own
+    descriptor of the file. A writer holding the file exclusively is waited
+    for as SQLite's busy timeout would.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    request = struct.pack("hhqqi", fcntl.F_RDLCK, os.SEEK_SET, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0)
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
+            return fd
+        except (BlockingIOError, PermissionError):
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise DatabaseError(f"the database file {path} stayed locked by a writer for "
+                                    f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s") from None
+            time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+class _LockedConnection(sqlite3.Connection):
+    """A connection that releases its read lock (see _shared_lock) when it closes."""
+
+    lock_fd: int | None = None
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)
+                self.lock_fd = None
 
 
 def _configure_sqlite(engine: Engine) -> None:
