@@ -113,6 +113,10 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    else:  # the dialect is loaded now: the tables may name its options (not before: start-up cost)
+        from leansync.store.models import add_postgresql_options
+
+        add_postgresql_options()
     return engine
 
 
