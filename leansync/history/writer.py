@@ -38,6 +38,7 @@ from leansync.source.payload import MODELLED_KEYS, Version
 CREATED = API_FIELDS.index("created")
 FIELD_LIST = ", ".join(API_FIELDS)
 FETCH_ROWS = 10_000  # rows per fetch, ids per slice of text
+STREAM = {"stream_results": True}  # a server-side cursor on PostgreSQL: rows come as they are fetched
 VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at", "raw", "raw_digest")
 
 
@@ -98,12 +99,11 @@ class Codec:
 def read_index(conn: Connection) -> StoredIndex:
     """(id, raw_digest, removed) of every stored version, in id order: one query, no JSON,
     read in slices (a server-side cursor on PostgreSQL) into the compact index."""
-    result = conn.execution_options(stream_results=True).exec_driver_sql(
-        f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name} ORDER BY id")
-    cursor = result.cursor  # the driver's own tuples: SQLAlchemy's rows would cost more than the query here
+    result = conn.exec_driver_sql(f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name} ORDER BY id",
+                                  execution_options=STREAM)
     index = StoredIndex()
-    try:
-        while rows := cursor.fetchmany(FETCH_ROWS):
+    try:  # through the result, not its cursor: a streamed result has read a row ahead
+        while rows := result.fetchmany(FETCH_ROWS):
             index.extend(rows)
     finally:
         result.close()
@@ -163,12 +163,12 @@ def read_run_hashes(conn: Connection, run_id: int) -> Iterator[tuple[str, str, i
     """(kind, hash, first_version_id) of the hashes a run added, in Plan.changes' order:
     "lean" before "lean_cloud", then by hash in code point order. Read in slices."""
     collate = "" if conn.dialect.name == "sqlite" else ' COLLATE "C"'  # SQLite's default compares code points
-    result = conn.execution_options(stream_results=True).exec_driver_sql(
+    result = conn.exec_driver_sql(
         f"SELECT kind, hash, first_version_id FROM {lean_hash.name} WHERE sync_run_id = {Codec(conn.dialect.name).mark} "
-        f"ORDER BY kind = 'lean_cloud', hash{collate}", (run_id,))
+        f"ORDER BY kind = 'lean_cloud', hash{collate}", (run_id,), execution_options=STREAM)
     try:
-        while rows := result.cursor.fetchmany(FETCH_ROWS):
-            yield from rows
+        while rows := result.fetchmany(FETCH_ROWS):
+            yield from map(tuple, rows)
     finally:
         result.close()
 
