@@ -124,8 +124,9 @@ class Sorting:
     versions_seen: int
     seen: array  # per stored position: the position of the item with that id; -1: not listed
     unchanged: int = 0  # items whose bytes are their listed version's stored ones (never decoded)
-    inserted_ids: array = field(default_factory=lambda: array("q"))  # the new ids, in the response's order
-    inserted_at: array = field(default_factory=lambda: array("q"))  # and their positions in it
+    # The new ids, in the response's order, and their positions in it (both validated 32-bit integers).
+    inserted_ids: array = field(default_factory=lambda: array("i"))
+    inserted_at: array = field(default_factory=lambda: array("i"))
     existing: list[Version] = field(default_factory=list)  # decoded items whose id is stored
 
     @classmethod
@@ -147,7 +148,7 @@ class Plan:
     removed: list[int] = field(default_factory=list)
     # None in a real run: the writer inserts them set-based and counts them (new_hash_count).
     new_hashes: list[NewHash] | None = field(default_factory=list)
-    new_ids: array = field(default_factory=lambda: array("q"))
+    new_ids: array = field(default_factory=lambda: array("i"))
     new_hash_count: int = 0
 
     @property
@@ -228,7 +229,7 @@ def classify(items: Sequence[bytes], *, index: StoredIndex, sorting: Sorting, so
                 continue
         version = decode_version(item, index=position, source=source)
         vid = version.id
-        if (at := index.position(vid)) >= 0:
+        if stored and (at := index.position(vid)) >= 0:
             if seen[at] >= 0:
                 raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=seen[at])
             seen[at] = position

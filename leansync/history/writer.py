@@ -5,17 +5,20 @@ once), however many versions there are: tests/test_statements.py counts
 them. The caller owns the transaction, so a run lands whole or not at all.
 
 Reads: ``read_index`` (id, raw_digest, removed of every version: all a run
-whose response matches the stored state needs), then, only for the ids of the
-items that had to be decoded, ``read_stored`` (their state) and
+whose response matches the stored state needs, read in slices into the
+compact diff.StoredIndex), then, only for the ids of the items that had to
+be decoded, ``read_stored`` (their state) and, for a dry run,
 ``read_known_hashes`` (which of their hashes are known).
 
-Writes (``apply_plan``): the run's new lean_version rows from Python in one
-executemany (SQLite) or COPY (PostgreSQL), its changed ones in one
-executemany UPDATE. Everything else is set-based SQL over the rows just
+Writes: the run's new lean_version rows from Python in one executemany
+(SQLite) or COPY (PostgreSQL), fed while the items are decoded
+(``write_versions``: no list of them), then (``apply_plan``) its changed
+ones in one executemany UPDATE. Everything else is set-based SQL over the rows just
 written, with the ids concerned as one array parameter: closing history
 rows, marking removals, opening history rows (INSERT ... SELECT, extra taken
 from the raw just written) and first-seen hashes (INSERT ... SELECT ... GROUP
-BY). A run with nothing to write writes nothing but its sync_run row.
+BY, whose row count is the run's new_hashes). A run with nothing to write
+writes nothing but its sync_run row.
 
 The bulk statements go to the driver directly (``exec_driver_sql``) with
 values already in the driver's form (see ``Codec``): SQLAlchemy's per-value
