@@ -14,6 +14,7 @@ first bad field in column order with the value as sent.
 
 import hashlib
 import json
+from itertools import islice
 from datetime import datetime, timezone
 from typing import Annotated, Any, NamedTuple
 
@@ -303,5 +304,21 @@ def _json_type(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)  # the messages' established spelling ("a", "b")
-    return text if len(text) <= 60 else text[:57] + "..."
+    text = json.dumps(_head(value, SHORT))  # the messages' established spelling ("a", "b")
+    return text if len(text) <= SHORT else text[:SHORT - 3] + "..."
+
+
+SHORT = 60
+
+
+def _head(value: Any, depth: int) -> Any:
+    """As much of a value as its first ``depth`` characters of JSON can show: every level and
+    element adds one at least. json.dumps of a deeply nested value would otherwise need a
+    stack as deep as the value (and a run decodes while it writes, deep in the stack)."""
+    if depth == 0:
+        return None
+    if type(value) is list:
+        return [_head(v, depth - 1) for v in value[:depth]]
+    if type(value) is dict:
+        return {k: _head(v, depth - 1) for k, v in islice(value.items(), depth)}
+    return value
