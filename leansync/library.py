@@ -11,9 +11,10 @@ sync_run id as ``run_id`` on the exception.
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class SyncResult:
     removed: int
     restored: int
     new_hashes: int
-    changes: tuple[dict[str, Any], ...]
+    changes: Sequence[dict[str, Any]]  # built as it is read (see Changes)
     started_at: datetime | None = None
 
     @property
@@ -132,12 +133,71 @@ def run_sync(
                        observed_at=observed_at)
     finally:
         engine.dispose()
-    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False, started_at=outcome.started_at)
+    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False, url=url, started_at=outcome.started_at)
 
 
-def _result(plan, *, run_id: int | None, dry_run: bool, started_at: datetime | None = None) -> SyncResult:
-    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=tuple(plan.changes()),
+def _result(plan, *, run_id: int | None, dry_run: bool, url: str | None = None,
+            started_at: datetime | None = None) -> SyncResult:
+    """A real run (``url``) left its new hashes in the database only: changes reads them there when asked."""
+    hashes = None if url is None else (lambda: _run_hashes(url, run_id))
+    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=Changes(plan, hashes),
                       started_at=started_at)
+
+
+class Changes(Sequence):
+    """SyncResult.changes: a sequence of plain dicts, each made only when it is read.
+
+    A first run of a million versions has over two million changes; the
+    command line prints twenty. The new hashes of a real run are read back
+    from the run's lean_hash rows (they never change once committed).
+    Compares equal to any sequence of the same dicts, a tuple included.
+    """
+
+    def __init__(self, plan, hashes: Callable[[], Iterator[tuple[str, str, int]]] | None):
+        self._plan = plan
+        self._hashes = hashes  # None: the plan holds them (a dry run)
+        counts = plan.counts()
+        self._length = sum(counts[name] for name in ("inserted", "updated", "restored", "removed", "new_hashes"))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self._plan.iter_changes(hashes=self._hashes is None)
+        if self._hashes is not None and self._plan.new_hash_count:
+            for kind, value, first in self._hashes():
+                yield {"action": "new_hash", "kind": kind, "hash": value, "first_version_id": first}
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            wanted = range(self._length)[index]
+            if wanted.step < 0:
+                return tuple(self)[index]
+            return tuple(islice(self, wanted.start, wanted.stop, wanted.step))
+        position = range(self._length)[index]  # IndexError as a tuple's
+        return next(islice(self, position, None))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(other) == self._length and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # like the dicts it holds
+
+    def __repr__(self) -> str:
+        return f"<{self._length} changes>"
+
+
+def _run_hashes(url: str, run_id: int) -> Iterator[tuple[str, str, int]]:
+    from leansync.history.writer import read_run_hashes
+    from leansync.store.database import database_errors, make_engine
+
+    engine = make_engine(url)
+    try:
+        with database_errors(url), engine.connect() as conn:
+            yield from read_run_hashes(conn, run_id)
+    finally:
+        engine.dispose()
 
 
 # The largest values the options take: beyond them a timer or a socket timeout

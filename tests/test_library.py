@@ -88,6 +88,25 @@ def test_run_sync_from_a_file_returns_a_frozen_result_and_prints_nothing(databas
     assert logging.getLogger().handlers == handlers
 
 
+def test_a_run_lists_the_changes_its_dry_run_planned(database_url, saved, tag_versions):
+    """A real run keeps only ids and reads its new hashes back from the database; its
+    changes are still the dry run's, in the same order (hashes in code point order)."""
+    values = ["alpha", "Zeta", "_under", "Ärger", "zz top", "Alpha"]
+    odd = [dict(tag_versions[i], leanHash=value, leanCloudHash=value.upper()) for i, value in enumerate(values)]
+    path = saved(odd + tag_versions[6:40])
+    planned = leansync.run_sync(database_url=database_url, from_file=path, dry_run=True)
+    done = leansync.run_sync(database_url=database_url, from_file=path)
+    expected = tuple(planned.changes)
+    assert done.counts() == planned.counts() and len(done.changes) == len(expected)
+    assert done.changes == expected and list(done.changes) == list(expected)
+    hashes = [c for c in expected if c["action"] == "new_hash"]
+    assert [c["hash"] for c in hashes if c["kind"] == "lean" and c["hash"] in values] == [
+        "Alpha", "Zeta", "_under", "alpha", "zz top", "Ärger"]
+    assert done.changes[-1] == expected[-1] and done.changes[35:45] == expected[35:45]
+    with pytest.raises(IndexError):
+        done.changes[len(expected)]
+
+
 def test_dry_run_writes_nothing(database_url, saved, tag_versions):
     result = leansync.run_sync(database_url=database_url, from_file=saved(tag_versions[:3]), dry_run=True)
     assert (result.run_id, result.dry_run, result.status, result.inserted) == (None, True, "dry_run", 3)

@@ -5,14 +5,23 @@ exhaustively with plain values (tests/test_diff.py).
 
 A run goes through it in three steps, reading the database in between
 (leansync.history.sync):
-  1. ``sort_items``: each item of the response whose digest is a listed
-     version's stored one is unchanged and is never decoded; the others are
-     decoded and validated (leansync.source.payload). Duplicate ids are caught here.
-  2. ``plan_versions``: the decoded items against the stored state of their ids.
-  3. ``new_hashes``: the hashes the new states carry that are not known yet.
+  1. ``classify``: each item of the response whose bytes are its listed
+     version's stored ones (same digest) is unchanged and is never decoded;
+     the others are decoded and validated (leansync.source.payload), one at a
+     time: a new version is handed on as it comes (a real run writes it
+     then), the others are kept. Duplicate ids are caught here.
+  2. ``plan_versions``: the kept items against the stored state of their ids.
+  3. ``new_hashes``: the hashes the new states carry that are not known yet
+     (a real run leaves this to the writer's SQL, which counts them).
+
+What grows with the number of versions is only the StoredIndex (arrays and
+one bytes object) and the new ids (an array).
 """
 
-from collections.abc import Iterable, Mapping
+from array import array
+from hashlib import blake2b
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any, NamedTuple
@@ -21,17 +30,69 @@ import msgspec
 
 from leansync.errors import GuardError, PayloadError
 from leansync.store.models import API_FIELDS
-from leansync.source.payload import Version, decode_version, digest, duplicate_id_error
+from leansync.source.payload import DIGEST_SIZE, Version, decode_id, decode_version, duplicate_id_error
 
+NO_DIGEST = bytes(DIGEST_SIZE)  # in the index: a removed version, or no digest yet
+NO_DIGEST_HEX = NO_DIGEST.hex()
 HASH_KINDS = (("lean", API_FIELDS.index("lean_hash")), ("lean_cloud", API_FIELDS.index("lean_cloud_hash")))
 
 
-class StoredIndex(NamedTuple):
-    """What a run knows of every stored version before it reads the response."""
+class StoredIndex:
+    """What a run knows of every stored version before it reads the response, compactly.
 
-    by_digest: dict[str, int]  # raw_digest -> id, of the listed versions that have one
-    listed: set[int]  # ids not removed
-    removed: set[int]  # ids removed
+    It is the one thing a run holds that grows with the number of versions:
+    so no Python object per version, but ids in ascending order in an
+    array, their digests in one bytes object (16 bytes each, zeros for a
+    removed version or one with no digest yet: never matched) and a removed
+    flag per id. At 1,000,000 versions that is 25 MB.
+    """
+
+    def __init__(self):
+        self.ids = array("q")
+        self.digests = bytearray()
+        self.removed_flags = bytearray()
+        self.listed_count = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(self, rows: Sequence[tuple[int, str | None, bool]]) -> None:
+        """Add (id, raw_digest hex or None, removed) rows, with ids above those held, ascending."""
+        if not rows:
+            return
+        ids, hexes, removed = zip(*rows)  # C-level loops: this runs on every version, every run
+        if self.ids and ids[0] <= self.ids[-1] or any(map(int.__ge__, ids, ids[1:])):
+            raise ValueError("stored versions must come in ascending id order")
+        self.ids.extend(ids)
+        flags = bytes(map(bool, removed))
+        self.removed_flags += flags
+        self.listed_count += len(flags) - flags.count(1)
+        self.digests += bytes.fromhex("".join([NO_DIGEST_HEX if gone or h is None else h
+                                              for h, gone in zip(hexes, flags)]))
+
+    def position(self, version_id: int | None) -> int:
+        """The position of a stored id, or -1."""
+        if version_id is None:
+            return -1
+        at = bisect_left(self.ids, version_id)
+        return at if at < len(self.ids) and self.ids[at] == version_id else -1
+
+    def digest_at(self, position: int) -> bytes:
+        return self.digests[position * DIGEST_SIZE:(position + 1) * DIGEST_SIZE]
+
+    # Whole sets, for tests and small uses; a run never builds them.
+    @property
+    def listed(self) -> set[int]:
+        return set(compress(self.ids, (not flag for flag in self.removed_flags)))
+
+    @property
+    def removed(self) -> set[int]:
+        return set(compress(self.ids, self.removed_flags))
+
+    @property
+    def by_digest(self) -> dict[str, int]:
+        """raw_digest (hex) -> id, of the listed versions that have one."""
+        return {self.digest_at(i).hex(): vid for i, vid in enumerate(self.ids) if self.digest_at(i) != NO_DIGEST}
 
 
 class StoredVersion(NamedTuple):
@@ -41,13 +102,6 @@ class StoredVersion(NamedTuple):
     fields: tuple  # the seven modelled fields in API_FIELDS order (created aware UTC)
     extra: Any  # the state's other keys, decoded (None: none); see writer.read_stored
     removed: bool
-
-
-class SortedItems(NamedTuple):
-    """The response's items after step 1."""
-
-    ids: list[int]  # every item's id, in order
-    decoded: list[Version]  # the items that need comparing, in order
 
 
 class Change(NamedTuple):
@@ -64,96 +118,135 @@ class NewHash(NamedTuple):
 
 
 @dataclass
+class Sorting:
+    """Step 1's outcome, filled in while the items stream by (see classify)."""
+
+    versions_seen: int
+    seen: array  # per stored position: the position of the item with that id; -1: not listed
+    unchanged: int = 0  # items whose bytes are their listed version's stored ones (never decoded)
+    # The new ids, in the response's order, and their positions in it (both validated 32-bit integers).
+    inserted_ids: array = field(default_factory=lambda: array("i"))
+    inserted_at: array = field(default_factory=lambda: array("i"))
+    existing: list[Version] = field(default_factory=list)  # decoded items whose id is stored
+
+    @classmethod
+    def of(cls, index: StoredIndex, versions_seen: int) -> "Sorting":
+        return cls(versions_seen=versions_seen, seen=array("q", [-1]) * len(index))
+
+
+@dataclass
 class Plan:
     versions_seen: int = 0
     listed_before: int = 0  # versions listed (not removed) before this run
-    inserted: list[Version] = field(default_factory=list)
+    # None in a real run: the new versions went to the database as they were decoded, and only
+    # their ids are kept (new_ids); a dry run and the tests keep them whole.
+    inserted: list[Version] | None = field(default_factory=list)
     updated: list[Change] = field(default_factory=list)
     restored: list[Change] = field(default_factory=list)
     unchanged: int = 0
     raw_refreshed: list[Version] = field(default_factory=list)  # unchanged, but sent in other bytes
     removed: list[int] = field(default_factory=list)
-    new_hashes: list[NewHash] = field(default_factory=list)
+    # None in a real run: the writer inserts them set-based and counts them (new_hash_count).
+    new_hashes: list[NewHash] | None = field(default_factory=list)
+    new_ids: array = field(default_factory=lambda: array("i"))
+    new_hash_count: int = 0
+
+    @property
+    def inserted_ids(self) -> Sequence[int]:
+        return self.new_ids if self.inserted is None else [v.id for v in self.inserted]
 
     def counts(self) -> dict[str, int]:
         return {
             "versions_seen": self.versions_seen,
-            "inserted": len(self.inserted),
+            "inserted": len(self.inserted_ids),
             "updated": len(self.updated),
             "unchanged": self.unchanged,
             "removed": len(self.removed),
             "restored": len(self.restored),
-            "new_hashes": len(self.new_hashes),
+            "new_hashes": self.new_hash_count if self.new_hashes is None else len(self.new_hashes),
         }
 
     def changes(self) -> list[dict]:
         """Every planned change as a plain dict, in a stable order (for output)."""
-        out: list[dict] = [{"action": "insert", "id": v.id} for v in self.inserted]
-        out += [{"action": "update", "id": c.version.id, "changed_fields": list(c.changed_fields)} for c in self.updated]
-        out += [{"action": "restore", "id": c.version.id, "changed_fields": list(c.changed_fields)} for c in self.restored]
-        out += [{"action": "remove", "id": vid} for vid in self.removed]
-        out += [{"action": "new_hash", "kind": h.kind, "hash": h.hash, "first_version_id": h.first_version_id}
-                for h in self.new_hashes]
-        return out
+        return list(self.iter_changes())
+
+    def iter_changes(self, *, hashes: bool = True) -> Iterator[dict]:
+        """changes() one at a time: a huge first run's output needs only the first few.
+
+        ``hashes`` False leaves the new hashes out (a real run has them in
+        the database only: see leansync.history.writer.read_run_hashes).
+        """
+        for vid in self.inserted_ids:
+            yield {"action": "insert", "id": vid}
+        for c in self.updated:
+            yield {"action": "update", "id": c.version.id, "changed_fields": list(c.changed_fields)}
+        for c in self.restored:
+            yield {"action": "restore", "id": c.version.id, "changed_fields": list(c.changed_fields)}
+        for vid in self.removed:
+            yield {"action": "remove", "id": vid}
+        if hashes:
+            for h in self.new_hashes or ():
+                yield {"action": "new_hash", "kind": h.kind, "hash": h.hash, "first_version_id": h.first_version_id}
 
     @property
     def has_changes(self) -> bool:
         """True when the run changes history (not just a stored object's spelling)."""
-        return bool(self.inserted or self.updated or self.restored or self.removed or self.new_hashes)
+        return bool(self.inserted_ids or self.updated or self.restored or self.removed or self.new_hashes
+                    or self.new_hash_count)
 
 
 def index_versions(rows: Iterable[tuple[int, str | None, bool]]) -> StoredIndex:
-    """The index from (id, raw_digest, removed) of every stored version."""
-    columns = list(zip(*rows))  # C-level loops: this runs on every version, every run
-    if not columns:
-        return StoredIndex({}, set(), set())
-    ids, digests, removed = columns
-    listed = [not flag for flag in removed]
-    by_digest = dict(zip(compress(digests, listed), compress(ids, listed)))
-    by_digest.pop(None, None)  # no digest yet (migrated): compared by decoding
-    return StoredIndex(by_digest, set(compress(ids, listed)), set(compress(ids, removed)))
+    """The index from (id, raw_digest, removed) of every stored version, in any order."""
+    index = StoredIndex()
+    index.extend(sorted(rows))
+    return index
 
 
-def sort_items(items: list[bytes], *, index: StoredIndex, source: str) -> SortedItems:
-    """Step 1: decode only the items that are not exactly a listed version's stored bytes.
+def classify(items: Sequence[bytes], *, index: StoredIndex, sorting: Sorting, source: str) -> Iterator[Version]:
+    """Step 1, one item at a time: yield each new version (its id is not stored), decoded
+    and validated, in order; count the items that are exactly a listed version's stored
+    bytes (never decoded), and keep the other decoded ones in ``sorting.existing``.
 
-    Raises PayloadError for a bad item or a repeated id: the first in order,
-    as if the items were read one by one (a bad item before a repeat wins).
+    The caller writes what it is given as it comes, so nothing here holds
+    every version. Raises PayloadError for a bad item or a repeated id: the
+    first in order, as if the items were read one by one.
     """
-    # The no-op path, once per item: a digest and a lookup, in C-level loops.
-    if index.by_digest:
-        ids: list = list(map(index.by_digest.get, map(digest, items)))
-    else:  # a first run: nothing to match, no digest to compute
-        ids = [None] * len(items)
-    decoded: list[Version] = []
-    position = -1
-    while (position := _next_none(ids, position + 1)) >= 0:
-        try:
-            version = decode_version(items[position], index=position, source=source)
-        except PayloadError:
-            _refuse_repeats(ids[:position], source)  # an earlier repeated id is reported first
-            raise
-        decoded.append(version)
-        ids[position] = version.id
-    if len(set(ids)) != len(ids):
-        _refuse_repeats(ids, source)
-    return SortedItems(ids, decoded)
-
-
-def _next_none(ids: list, start: int) -> int:
-    """The position of the next None from ``start``, or -1 (list.index: a C-level search)."""
-    try:
-        return ids.index(None, start)
-    except ValueError:
-        return -1
-
-
-def _refuse_repeats(ids: list, source: str) -> None:
-    """Raise for the first id that repeats an earlier one (None: not known yet)."""
-    first: dict[int, int] = {}
-    for position, vid in enumerate(ids):
-        if vid is not None and first.setdefault(vid, position) != position:
-            raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=first[vid])
+    seen = sorting.seen
+    compare = index.listed_count > 0  # a first run: nothing to match, no digest to compute
+    direction = 0  # while the new ids come in one direction (the API sorts them), none can repeat
+    new_first: dict[int, int] | None = None  # else: each new id's first position
+    # The no-op path, once per item: the id alone, a binary search and a digest; kept inline (no calls).
+    ids, digests, stored = index.ids, index.digests, len(index.ids)
+    for position, item in enumerate(items):
+        if compare and (vid := decode_id(item)) is not None:
+            at = bisect_left(ids, vid)
+            if (at < stored and ids[at] == vid and digests[at * DIGEST_SIZE:(at + 1) * DIGEST_SIZE]
+                    == blake2b(item, digest_size=DIGEST_SIZE).digest()):
+                if seen[at] >= 0:
+                    raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=seen[at])
+                seen[at] = position
+                sorting.unchanged += 1
+                continue
+        version = decode_version(item, index=position, source=source)
+        vid = version.id
+        if stored and (at := index.position(vid)) >= 0:
+            if seen[at] >= 0:
+                raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=seen[at])
+            seen[at] = position
+            sorting.existing.append(version)
+            continue
+        new_ids = sorting.inserted_ids
+        if new_first is None and new_ids:
+            step = (vid > new_ids[-1]) - (vid < new_ids[-1])
+            if step == 0 or step == -direction:
+                new_first = dict(zip(reversed(new_ids), reversed(sorting.inserted_at)))
+            else:
+                direction = step
+        if new_first is not None and (earlier := new_first.setdefault(vid, position)) != position:
+            raise duplicate_id_error(source=source, index=position, version_id=vid, earlier=earlier)
+        new_ids.append(vid)
+        sorting.inserted_at.append(position)
+        yield version
 
 
 def canonical(value: Any) -> bytes:
@@ -199,16 +292,14 @@ def changed_fields(old: StoredVersion, new: Version) -> tuple[str, ...]:
     return tuple(names)
 
 
-def plan_versions(*, index: StoredIndex, items: SortedItems, stored: Mapping[int, StoredVersion]) -> Plan:
-    """Step 2. ``stored`` holds the stored state of (at least) every decoded
-    item's id that is stored; an id not in it is new."""
-    plan = Plan(versions_seen=len(items.ids), listed_before=len(index.listed))
-    plan.unchanged = len(items.ids) - len(items.decoded)
-    for version in items.decoded:
-        old = stored.get(version.id)
-        if old is None:
-            plan.inserted.append(version)
-            continue
+def plan_versions(*, index: StoredIndex, sorting: Sorting, stored: Mapping[int, StoredVersion],
+                  inserted: list[Version] | None) -> Plan:
+    """Step 2, once every item went through classify: ``stored`` holds the stored
+    state of every id in ``sorting.existing``."""
+    plan = Plan(versions_seen=sorting.versions_seen, listed_before=index.listed_count, inserted=inserted,
+                new_ids=sorting.inserted_ids, unchanged=sorting.unchanged)
+    for version in sorting.existing:
+        old = stored[version.id]
         changed = changed_fields(old, version)
         if old.removed:
             plan.restored.append(Change(version, changed))
@@ -217,7 +308,8 @@ def plan_versions(*, index: StoredIndex, items: SortedItems, stored: Mapping[int
         else:  # the same object in other bytes (key order, spacing, created's format, 1 for true)
             plan.unchanged += 1
             plan.raw_refreshed.append(version)
-    plan.removed = sorted(index.listed.difference(items.ids))
+    plan.removed = [vid for vid, where, gone in zip(index.ids, sorting.seen, index.removed_flags)
+                    if where < 0 and not gone]
     return plan
 
 
@@ -263,8 +355,9 @@ def plan_sync(*, stored: Iterable[tuple[StoredVersion, str | None]], known_hashe
     each stored version with its raw_digest."""
     pairs = list(stored)
     index = index_versions((s.id, raw_digest, s.removed) for s, raw_digest in pairs)
-    sorted_items = sort_items(items, index=index, source=source)
-    plan = plan_versions(index=index, items=sorted_items, stored={s.id: s for s, _ in pairs})
+    sorting = Sorting.of(index, len(items))
+    inserted = list(classify(items, index=index, sorting=sorting, source=source))
+    plan = plan_versions(index=index, sorting=sorting, stored={s.id: s for s, _ in pairs}, inserted=inserted)
     plan.new_hashes = new_hashes(plan, known_hashes)
     return plan
 

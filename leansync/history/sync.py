@@ -24,14 +24,16 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Connection, Engine, func, select
 
 from leansync.store.database import database_errors, ensure_schema, require_schema
-from leansync.history.diff import Plan, StoredIndex, check_mass_removal, new_hashes, plan_versions, sort_items
+from leansync.history.diff import (Plan, Sorting, StoredIndex, check_mass_removal, classify, new_hashes,
+                                   plan_versions)
 from leansync.errors import ConfigError, DatabaseError, GuardError, LeansyncError, LockLost
 from leansync.history.lock import RunLock, run_lock
 from leansync.masking import mask
 from leansync.store.models import sync_run, utcnow
 from leansync.source.payload import split_items
 from leansync.timespec import format_utc
-from leansync.history.writer import apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored
+from leansync.history.writer import (apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored,
+                                     write_versions)
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +68,14 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
         try:
             body = source.fetch()
             with database_errors(url), lock.begin() as conn:
-                plan = plan_against(conn, body, source=source.label)  # decodes and validates too
-                del body  # the plan holds what is written: the response's memory goes before the writes
+                # Decodes and validates too, writing the new versions as they come.
+                plan = plan_against(conn, body, source=source.label, now=started_at)
+                del body
                 check_mass_removal(plan, allow=allow_mass_removal)
                 run_id = insert_run(conn, started_at=started_at, source=source.label,
                                     status="success", counts=plan.counts())
                 apply_plan(conn, plan, run_id=run_id, now=started_at)
-                finish_run(conn, run_id, finished_at=_not_before(started_at))
+                finish_run(conn, run_id, finished_at=_not_before(started_at), counts=plan.counts())
         except LockLost:
             raise  # another run may hold the lock by now: a row written now could land beside its run
         except Exception as exc:
@@ -82,22 +85,35 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
     return RunOutcome(plan=plan, run_id=run_id, started_at=started_at)
 
 
-def plan_against(conn: Connection | None, body: bytes, *, source: str) -> Plan:
+def plan_against(conn: Connection | None, body: bytes, *, source: str, now: datetime | None = None) -> Plan:
     """Split, decode what changed and plan what brings the database in line with the response.
 
     ``conn`` None: there is no database yet, everything is new. Items whose
     digest is a listed version's stored one are never decoded; the stored
     state is read only for the ids of the others (see leansync.history.diff).
+
+    ``now`` (a real run, its timestamp): the new versions are written as they
+    are decoded, and the plan keeps only their ids; the new hashes are then
+    left to apply_plan, which counts them. Without it (a dry run), nothing is
+    written and the plan holds everything.
     """
     items = split_items(body, source=source)
-    index = read_index(conn) if conn is not None else StoredIndex({}, set(), set())
-    sorted_items = sort_items(items, index=index, source=source)
-    ids = [v.id for v in sorted_items.decoded if v.id in index.listed or v.id in index.removed]
+    index = read_index(conn) if conn is not None else StoredIndex()
+    sorting = Sorting.of(index, len(items))
+    new = classify(items, index=index, sorting=sorting, source=source)
+    if now is None:
+        inserted = list(new)
+    else:
+        write_versions(conn, new, now=now)
+        inserted = None
+    ids = [v.id for v in sorting.existing]
     stored = read_stored(conn, ids) if ids else {}
-    plan = plan_versions(index=index, items=sorted_items, stored=stored)
-    # Hashes come with versions: with none stored, none is known.
-    stored_any = bool(index.listed or index.removed)
-    plan.new_hashes = new_hashes(plan, read_known_hashes(conn, plan) if stored_any else set())
+    plan = plan_versions(index=index, sorting=sorting, stored=stored, inserted=inserted)
+    if now is None:
+        # Hashes come with versions: with none stored, none is known.
+        plan.new_hashes = new_hashes(plan, read_known_hashes(conn, plan) if len(index) else set())
+    else:
+        plan.new_hashes = None
     return plan
 
 

@@ -5,17 +5,20 @@ once), however many versions there are: tests/test_statements.py counts
 them. The caller owns the transaction, so a run lands whole or not at all.
 
 Reads: ``read_index`` (id, raw_digest, removed of every version: all a run
-whose response matches the stored state needs), then, only for the ids of the
-items that had to be decoded, ``read_stored`` (their state) and
+whose response matches the stored state needs, read in slices into the
+compact diff.StoredIndex), then, only for the ids of the items that had to
+be decoded, ``read_stored`` (their state) and, for a dry run,
 ``read_known_hashes`` (which of their hashes are known).
 
-Writes (``apply_plan``): the run's new lean_version rows from Python in one
-executemany (SQLite) or COPY (PostgreSQL), its changed ones in one
-executemany UPDATE. Everything else is set-based SQL over the rows just
+Writes: the run's new lean_version rows from Python in one executemany
+(SQLite) or COPY (PostgreSQL), fed while the items are decoded
+(``write_versions``: no list of them), then (``apply_plan``) its changed
+ones in one executemany UPDATE. Everything else is set-based SQL over the rows just
 written, with the ids concerned as one array parameter: closing history
 rows, marking removals, opening history rows (INSERT ... SELECT, extra taken
 from the raw just written) and first-seen hashes (INSERT ... SELECT ... GROUP
-BY). A run with nothing to write writes nothing but its sync_run row.
+BY, whose row count is the run's new_hashes). A run with nothing to write
+writes nothing but its sync_run row.
 
 The bulk statements go to the driver directly (``exec_driver_sql``) with
 values already in the driver's form (see ``Codec``): SQLAlchemy's per-value
@@ -24,18 +27,21 @@ at 100,000 versions (benchmarks/README.md).
 """
 
 import json
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import msgspec
 from sqlalchemy import Connection, insert, update
 
-from leansync.history.diff import HASH_KINDS, Plan, StoredIndex, StoredVersion, candidate_hashes, index_versions
+from leansync.history.diff import HASH_KINDS, Plan, StoredIndex, StoredVersion, candidate_hashes
 from leansync.store.models import API_FIELDS, lean_hash, lean_version, lean_version_history, sync_run
-from leansync.source.payload import MODELLED_KEYS
+from leansync.source.payload import MODELLED_KEYS, Version
 
 CREATED = API_FIELDS.index("created")
 FIELD_LIST = ", ".join(API_FIELDS)
+FETCH_ROWS = 10_000  # rows per fetch, ids per slice of text
+STREAM = {"stream_results": True}  # a server-side cursor on PostgreSQL: rows come as they are fetched
 VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at", "raw", "raw_digest")
 
 
@@ -94,12 +100,17 @@ class Codec:
 
 
 def read_index(conn: Connection) -> StoredIndex:
-    """(id, raw_digest, removed) of every stored version: one query, no JSON."""
-    result = conn.exec_driver_sql(f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name}")
-    try:  # the driver's own tuples: SQLAlchemy's rows would cost more than the query here
-        return index_versions(result.cursor.fetchall())
+    """(id, raw_digest, removed) of every stored version, in id order: one query, no JSON,
+    read in slices (a server-side cursor on PostgreSQL) into the compact index."""
+    result = conn.exec_driver_sql(f"SELECT id, raw_digest, removed_at IS NOT NULL FROM {lean_version.name} ORDER BY id",
+                                  execution_options=STREAM)
+    index = StoredIndex()
+    try:  # through the result, not its cursor: a streamed result has read a row ahead
+        while rows := result.fetchmany(FETCH_ROWS):
+            index.extend(rows)
     finally:
         result.close()
+    return index
 
 
 def read_stored(conn: Connection, ids: Iterable[int]) -> dict[int, StoredVersion]:
@@ -146,15 +157,34 @@ def insert_run(conn: Connection, *, started_at: datetime, source: str, status: s
     return conn.execute(insert(sync_run).values(**values).returning(sync_run.c.id)).scalar_one()
 
 
-def finish_run(conn: Connection, run_id: int, *, finished_at: datetime) -> None:
-    conn.execute(update(sync_run).where(sync_run.c.id == run_id).values(finished_at=finished_at))
+def finish_run(conn: Connection, run_id: int, *, finished_at: datetime, counts: dict[str, int] | None = None) -> None:
+    """The run's end; ``counts`` as they stand once written (a real run counts its new hashes then)."""
+    conn.execute(update(sync_run).where(sync_run.c.id == run_id).values(finished_at=finished_at, **(counts or {})))
+
+
+def read_run_hashes(conn: Connection, run_id: int) -> Iterator[tuple[str, str, int]]:
+    """(kind, hash, first_version_id) of the hashes a run added, in Plan.changes' order:
+    "lean" before "lean_cloud", then by hash in code point order. Read in slices."""
+    collate = "" if conn.dialect.name == "sqlite" else ' COLLATE "C"'  # SQLite's default compares code points
+    result = conn.exec_driver_sql(
+        f"SELECT kind, hash, first_version_id FROM {lean_hash.name} WHERE sync_run_id = {Codec(conn.dialect.name).mark} "
+        f"ORDER BY kind = 'lean_cloud', hash{collate}", (run_id,), execution_options=STREAM)
+    try:
+        while rows := result.fetchmany(FETCH_ROWS):
+            yield from map(tuple, rows)
+    finally:
+        result.close()
 
 
 def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
     """Many rows, in the driver's form, into a table: executemany on SQLite, COPY on PostgreSQL."""
     if conn.dialect.name == "sqlite":
-        marks = ", ".join("?" for _ in columns)
-        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is not None:
+            marks = ", ".join("?" for _ in columns)
+            conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                                 _StreamedRows(first, rows))
         return
     cursor = conn.connection.dbapi_connection.cursor()
     try:
@@ -165,16 +195,49 @@ def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Iter
         cursor.close()
 
 
+class _StreamedRows(list):
+    """Rows for one executemany, produced while sqlite3 inserts them (it iterates its parameters).
+
+    SQLAlchemy takes only a list (it looks at the first row and the length,
+    and hands the list on to the driver as is), so this is one that holds its
+    first row and iterates the rest from a generator: the statement is still
+    one executemany, seen by SQLAlchemy's events, with no list of every row.
+    """
+
+    def __init__(self, first: Sequence, rest: Iterator[Sequence]):
+        super().__init__([first])
+        self._rest = rest
+
+    def __len__(self) -> int:
+        return 2  # "more than one": SQLAlchemy then calls executemany; the driver never asks
+
+    def __iter__(self):
+        yield self[0]
+        yield from self._rest
+
+
+def write_versions(conn: Connection, versions: Iterable[Version], *, now: datetime) -> None:
+    """New versions into lean_version as they come: one executemany or COPY, fed one row at a time."""
+    codec = Codec(conn.dialect.name)
+    ts = codec.timestamp(now)
+    bulk_insert(conn, lean_version.name, VERSION_COLUMNS,
+                ((v.id, *codec.fields(v.fields), ts, ts, None, v.raw, v.digest) for v in versions))
+
+
 def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> None:
-    """Write the plan; every row written carries ``now``, the run's timestamp."""
+    """Write the plan; every row written carries ``now``, the run's timestamp.
+
+    A plan whose ``inserted`` is None had its new versions written already
+    (write_versions, while they were decoded); the rest takes their ids.
+    A plan with no ``new_hashes`` list gets new_hash_count from the rows written.
+    """
     codec = Codec(conn.dialect.name)
     ts = codec.timestamp(now)
     m = codec.mark
     run = conn.exec_driver_sql
 
     if plan.inserted:
-        bulk_insert(conn, lean_version.name, VERSION_COLUMNS,
-              [(v.id, *codec.fields(v.fields), ts, ts, None, v.raw, v.digest) for v in plan.inserted])
+        write_versions(conn, plan.inserted, now=now)
 
     changes = [(c.version, ts) for c in plan.updated + plan.restored] + [(v, None) for v in plan.raw_refreshed]
     if changes:
@@ -194,36 +257,56 @@ def apply_plan(conn: Connection, plan: Plan, *, run_id: int, now: datetime) -> N
         run(f"UPDATE {lean_version.name} SET removed_at = {m} WHERE id {codec.in_list()}",
             (ts, codec.value_list(plan.removed)))
 
-    states = [(v.id, None) for v in plan.inserted]
-    states += [(c.version.id, ",".join(c.changed_fields) or None) for c in plan.updated + plan.restored]
-    if not states:
+    inserted = plan.inserted_ids
+    changed = [(c.version.id, ",".join(c.changed_fields) or None) for c in plan.updated + plan.restored]
+    if not inserted and not changed:
         return
-    new_states, changed_fields, params = _new_states(codec, states)
     fields = ", ".join(f"v.{name}" for name in API_FIELDS)
-    run(f"INSERT INTO {lean_version_history.name} (version_id, {FIELD_LIST}, valid_from, valid_to, "
-        f"changed_fields, sync_run_id, extra) SELECT v.id, {fields}, {m}, NULL, {changed_fields}, {m}, "
-        f"{_extra_of_raw(codec)} {new_states}", (ts, run_id, *params))
+    opening = (f"INSERT INTO {lean_version_history.name} (version_id, {FIELD_LIST}, valid_from, valid_to, "
+               f"changed_fields, sync_run_id, extra) SELECT v.id, {fields}, {m}, NULL, CHANGED_FIELDS, {m}, "
+               f"{_extra_of_raw(codec)} ")
+    if inserted:  # a version's first state has no changed_fields
+        rows, params = _rows_of(codec, inserted)
+        run(opening.replace("CHANGED_FIELDS", "NULL") + rows, (ts, run_id, *params))
+    if changed:
+        rows, changed_fields, params = _changed_states(codec, changed)
+        run(opening.replace("CHANGED_FIELDS", changed_fields) + rows, (ts, run_id, *params))
 
-    if plan.new_hashes:
-        # The lowest id carrying each hash not seen before: what diff.new_hashes planned.
-        parts = [f"SELECT '{kind}', v.{column}, {m}, MIN(v.id), {m} {new_states} AND v.{column} <> '' "
-                 f"AND NOT EXISTS (SELECT 1 FROM {lean_hash.name} x WHERE x.kind = '{kind}' "
-                 f"AND x.hash = v.{column}) GROUP BY v.{column}"
-                 for kind, column in ((kind, API_FIELDS[position]) for kind, position in HASH_KINDS)]
-        result = run(f"INSERT INTO {lean_hash.name} (kind, hash, first_seen_at, first_version_id, sync_run_id) "
-                     + " UNION ALL ".join(parts), (ts, run_id, *params) * len(parts))
-        if result.rowcount != len(plan.new_hashes):  # the plan was shown and counted: it must be what lands
-            raise RuntimeError(f"planned {len(plan.new_hashes)} new hashes, wrote {result.rowcount}")
+    if plan.new_hashes is not None and not plan.new_hashes:
+        return
+    # The lowest id carrying each hash not seen before: what diff.new_hashes plans.
+    states = array("q", inserted)
+    states.extend(vid for vid, _ in changed)
+    rows, params = _rows_of(codec, states)
+    parts = [f"SELECT '{kind}', v.{column}, {m}, MIN(v.id), {m} {rows} AND v.{column} <> '' "
+             f"AND NOT EXISTS (SELECT 1 FROM {lean_hash.name} x WHERE x.kind = '{kind}' "
+             f"AND x.hash = v.{column}) GROUP BY v.{column}"
+             for kind, column in ((kind, API_FIELDS[position]) for kind, position in HASH_KINDS)]
+    result = run(f"INSERT INTO {lean_hash.name} (kind, hash, first_seen_at, first_version_id, sync_run_id) "
+                 + " UNION ALL ".join(parts), (ts, run_id, *params) * len(parts))
+    if plan.new_hashes is None:
+        plan.new_hash_count = result.rowcount
+    elif result.rowcount != len(plan.new_hashes):  # the plan was shown and counted: it must be what lands
+        raise RuntimeError(f"planned {len(plan.new_hashes)} new hashes, wrote {result.rowcount}")
 
 
-def _new_states(codec: Codec, states: list[tuple[int, str | None]]) -> tuple[str, str, tuple]:
-    """SQL selecting the rows just written for the run's new states, with each one's
-    changed_fields: (FROM ... WHERE ..., the changed_fields expression, parameters).
+def _rows_of(codec: Codec, ids: Sequence[int]) -> tuple[str, tuple]:
+    """SQL selecting the lean_version rows of the given ids (FROM ... WHERE ...) and its parameter.
 
-    The (id, changed_fields) pairs are one parameter: a JSON array for SQLite's
-    json_each (CROSS JOIN: SQLite then loops over the pairs, not over every
-    version), two arrays for PostgreSQL's unnest.
+    The ids are one parameter, a JSON array for SQLite's json_each (CROSS
+    JOIN: SQLite then loops over the ids, not over every version) or an
+    integer[] literal for PostgreSQL's unnest, spelled a slice at a time
+    rather than from one Python object per id.
     """
+    text = ",".join(",".join(map(str, ids[i:i + FETCH_ROWS])) for i in range(0, len(ids), FETCH_ROWS))
+    if codec.sqlite:
+        return f"FROM json_each(?) s CROSS JOIN {lean_version.name} v WHERE v.id = s.value", (f"[{text}]",)
+    return f"FROM unnest(%s::integer[]) AS s(id), {lean_version.name} v WHERE v.id = s.id", (f"{{{text}}}",)
+
+
+def _changed_states(codec: Codec, states: list[tuple[int, str | None]]) -> tuple[str, str, tuple]:
+    """Like _rows_of, for (id, changed_fields) pairs: (FROM ... WHERE ..., the changed_fields
+    expression, parameters). A JSON array of pairs for SQLite, two arrays for PostgreSQL."""
     if codec.sqlite:
         return (f"FROM json_each(?) s CROSS JOIN {lean_version.name} v WHERE v.id = json_extract(s.value, '$[0]')",
                 "json_extract(s.value, '$[1]')", (json.dumps(states),))

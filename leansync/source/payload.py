@@ -14,6 +14,7 @@ first bad field in column order with the value as sent.
 
 import hashlib
 import json
+from itertools import islice
 from datetime import datetime, timezone
 from typing import Annotated, Any, NamedTuple
 
@@ -75,9 +76,31 @@ _items = msgspec.json.Decoder(list[msgspec.Raw])  # "versions", its items left u
 _encode = msgspec.json.Encoder().encode
 
 
+DIGEST_SIZE = 16
+
+
 def digest(item: bytes) -> str:
     """The hex BLAKE2b-128 of an item's bytes as sent (lean_version.raw_digest)."""
-    return hashlib.blake2b(item, digest_size=16).hexdigest()
+    return hashlib.blake2b(item, digest_size=DIGEST_SIZE).hexdigest()
+
+
+class _Id(msgspec.Struct):
+    id: int
+
+
+_id_only = msgspec.json.Decoder(_Id)
+
+
+def decode_id(item: bytes) -> int | None:
+    """The item's id, read without decoding the rest (None: not an object with an integer id).
+
+    Used only to find the stored digest an item's bytes may equal; whatever
+    differs is decoded and validated in full (decode_version).
+    """
+    try:
+        return _id_only.decode(item).id
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
 
 
 def parse_json(data: bytes | str, *, source: str) -> Any:
@@ -168,7 +191,10 @@ def decode_version(item: bytes, *, index: int, source: str) -> Version:
                                f"(years 1 to 9999) once converted to UTC: {typed.created!r}") from None
     # Encoded again rather than kept as sent: a key sent twice keeps its last
     # value, in raw as in the fields and extra (and as PostgreSQL's jsonb does).
-    raw = _encode(value)
+    try:
+        raw = _encode(value)
+    except RecursionError as exc:  # it decoded, but encoding takes more of the stack (a run decodes mid-write)
+        raise PayloadError(f"{source}: versions[{index}] is not valid JSON ({_reason(exc)})") from None
     # PostgreSQL can store no NUL character (\u0000), in text or jsonb: refuse it
     # on every backend, so both keep the same history. JSON can only spell it escaped.
     if b"\\u0000" in raw and _holds_nul(value):
@@ -296,5 +322,21 @@ def _json_type(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)  # the messages' established spelling ("a", "b")
-    return text if len(text) <= 60 else text[:57] + "..."
+    text = json.dumps(_head(value, SHORT))  # the messages' established spelling ("a", "b")
+    return text if len(text) <= SHORT else text[:SHORT - 3] + "..."
+
+
+SHORT = 60
+
+
+def _head(value: Any, depth: int) -> Any:
+    """As much of a value as its first ``depth`` characters of JSON can show: every level and
+    element adds one at least. json.dumps of a deeply nested value would otherwise need a
+    stack as deep as the value (and a run decodes while it writes, deep in the stack)."""
+    if depth == 0:
+        return None
+    if type(value) is list:
+        return [_head(v, depth - 1) for v in value[:depth]]
+    if type(value) is dict:
+        return {k: _head(v, depth - 1) for k, v in islice(value.items(), depth)}
+    return value

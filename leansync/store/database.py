@@ -124,6 +124,10 @@ def make_engine(url: str, *, create: bool = False, readonly: bool = False) -> En
         _configure_sqlite(engine)
     elif engine.dialect.name == "postgresql":
         _configure_postgresql(engine)
+        # The dialect is loaded now: the tables may name its options (not before: start-up cost).
+        from leansync.store.models import add_postgresql_options
+
+        add_postgresql_options()
     return engine
 
 

@@ -58,7 +58,7 @@ def _snapshot(engine: Engine):
 
 
 def _is_json(column) -> bool:
-    return isinstance(column.type, JSON)
+    return isinstance(getattr(column.type, "impl", column.type), JSON)  # models.JSONText too
 
 
 def _copy_table(src: Connection, dst: Connection, table: Table, batch_rows: int) -> int:

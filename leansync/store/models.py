@@ -20,7 +20,6 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 
@@ -51,10 +50,29 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
-# jsonb on PostgreSQL; JSON text on SQLite.
-RawJSON = JSON().with_variant(JSONB(), "postgresql")
+class JSONText(TypeDecorator):
+    """jsonb on PostgreSQL; JSON text on SQLite.
+
+    Not ``JSON().with_variant(JSONB(), "postgresql")``: that imports the
+    PostgreSQL dialect (and its asyncpg module) on every run, SQLite's too
+    (tests/test_startup.py). The dialect is imported here only when a
+    PostgreSQL engine asks, and it has loaded it already.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB(none_as_null=self.impl.none_as_null))
+        return dialect.type_descriptor(self.impl)
+
+
+RawJSON = JSONText()
 # The same, with Python None stored as SQL NULL rather than the JSON text null.
-ExtraJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+ExtraJSON = JSONText(none_as_null=True)
 
 metadata = MetaData(
     naming_convention={
@@ -186,13 +204,13 @@ lean_version_history = Table(
                    " kept. A version removed before 0003 that returns is still compared in full: the run compares "
                    "with the other keys of lean_version.raw, which kept them."),
     Index("ix_lean_version_history_version_id_valid_from", "version_id", "valid_from"),
-    # At most one open (current) row per version, enforced by the database.
+    # At most one open (current) row per version, enforced by the database
+    # (partial on PostgreSQL too: see add_postgresql_options).
     Index(
         "uq_lean_version_history_open",
         "version_id",
         unique=True,
         sqlite_where=text("valid_to IS NULL"),
-        postgresql_where=text("valid_to IS NULL"),
     ),
     comment="One row per state of a version.",
 )
@@ -203,3 +221,15 @@ API_FIELDS: tuple[str, ...] = tuple(c.name for c in _api_columns())
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def add_postgresql_options() -> None:
+    """Give the open-row index its PostgreSQL ``WHERE`` (migration 0001 creates it so).
+
+    Called when a PostgreSQL engine is made (leansync.store.database): naming
+    a PostgreSQL option in a table imports the PostgreSQL dialect, asyncpg's
+    module included, and that would cost every SQLite run (tests/test_startup.py).
+    """
+    index = next(i for i in lean_version_history.indexes if i.name == "uq_lean_version_history_open")
+    if index.dialect_options["postgresql"]["where"] is None:
+        index.dialect_options["postgresql"]["where"] = text("valid_to IS NULL")
