@@ -39,6 +39,7 @@ class HttpReceiver:
 
     status: int = 200
     delay: float = 0.0
+    port: int = 0  # 0: any free port
     hold: threading.Event | None = None  # set: answer only once the event is set
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
@@ -63,7 +64,7 @@ class HttpReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

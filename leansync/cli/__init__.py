@@ -34,8 +34,18 @@ def _set_flag(name):
             setattr(ctx.ensure_object(AppContext), name, True)
             if name == "verbose":
                 logging.basicConfig(level=logging.DEBUG, format="leansync: %(name)s: %(message)s", force=True)
+                for handler in logging.getLogger().handlers:
+                    handler.addFilter(_masked)  # libraries log URLs too (urllib3 logs each request's path)
 
     return callback
+
+
+def _masked(record: logging.LogRecord) -> bool:
+    """A logging filter: the record's message with every secret masked (leansync.masking)."""
+    from leansync.masking import mask
+
+    record.msg, record.args = mask(record.getMessage()), None
+    return True
 
 
 def verbosity_options(func):

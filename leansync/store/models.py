@@ -221,7 +221,7 @@ notification = Table(
            comment="The last failure in one line, secrets masked; for an abandoned row, why it was abandoned."),
     Column("created_at", UTCDateTime, nullable=False, comment="The started_at of the run that wrote it."),
     Column("last_attempt_at", UTCDateTime,
-           comment="When the last delivery attempt started; null before the first."),
+           comment="When the last delivery attempt started, or when the row was abandoned; null before either."),
     Column("sent_at", UTCDateTime, comment="When the target accepted it; null unless sent."),
     Index("uq_notification_sync_run_id_target_key", "sync_run_id", "target_key", unique=True),
     Index("ix_notification_status_sync_run_id", "status", "sync_run_id"),

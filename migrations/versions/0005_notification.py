@@ -33,7 +33,7 @@ COLUMNS = {
     "attempts": "Delivery attempts made so far.",
     "last_error": "The last failure in one line, secrets masked; for an abandoned row, why it was abandoned.",
     "created_at": "The started_at of the run that wrote it.",
-    "last_attempt_at": "When the last delivery attempt started; null before the first.",
+    "last_attempt_at": "When the last delivery attempt started, or when the row was abandoned; null before either.",
     "sent_at": "When the target accepted it; null unless sent.",
 }
 

@@ -81,7 +81,8 @@ def configured(environ=os.environ, *, notify_config: str | os.PathLike | None = 
         parts = urlsplit(webhook)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{ENV_WEBHOOK_URL} must be an http:// or https:// URL")
-        masking.register(parts.password)
+        # Many webhook URLs carry their secret in the path (Slack's, Discord's): only the label is shown.
+        masking.register(parts.password, parts.path if parts.path != "/" else None, parts.query)
         targets.append(Target(kind="webhook", label=label_of(webhook), key=target_key(webhook), url=webhook,
                               secret=secret))
     elif secret:
@@ -117,7 +118,7 @@ def _config_plugins(apprise, path) -> list:
         raise ConfigError(f"the notification configuration file {path} does not exist or is not a file")
     config = apprise.AppriseConfig(asset=asset())
     config.add(os.path.abspath(path))
-    plugins = config.servers()
+    plugins = config.services()
     if not plugins:
         raise ConfigError(f"the notification configuration file {path} holds no URL Apprise can send to "
                           "(Apprise's TEXT or YAML format)")
