@@ -456,23 +456,22 @@ def test_run_sync_with_notify_false_keeps_the_rows_for_notify_pending(database_u
 
 def test_a_copied_database_delivers_its_pending_rows_to_the_same_targets(database_url, tmp_path, http, versions,
                                                                          write_response, request):
+    """The target key is the same in every database, so db copy keeps pending rows deliverable."""
     if database_url.startswith("sqlite"):
         other = request.getfixturevalue("postgres_cluster").url(request.getfixturevalue("postgres_database"))
     else:
         other = f"sqlite:///{tmp_path / 'copy.db'}"
     env = webhook_env(http)
-    assert leansync(database_url, "sync", "--from-file", write_response(versions), "--notify-timeout", "1",
-                    env={**env, "LEANSYNC_WEBHOOK_URL": env["LEANSYNC_WEBHOOK_URL"].replace(
-                        str(http.port), str(http.port)), "LEANSYNC_NOTIFY": ""}).returncode == 0
+    assert leansync(database_url, "sync", "--from-file", write_response(versions), env=env).returncode == 0
     http.status = 500
     assert leansync(database_url, "sync", "--from-file", write_response(versions[1:]), env=env).returncode == 0
     copied = leansync(database_url, "db", "copy", "--to", other)
     assert copied.returncode == 0, copied.stderr
-    assert "1 notification" in copied.stdout.replace("2 notification", "1 notification")
+    assert "2 notification" in copied.stdout
     http.status = 200
     result = leansync(other, "notify", env=env)
     assert result.stdout == "notifications: 1 sent, 0 pending, 0 abandoned\n"
-    assert [h.json()["run_id"] for h in http.at("/hook")] == [1, 2, 2]
+    assert [h.json()["run_id"] for h in http.at("/hook")] == [1, 2, 2]  # run 2 failed once, then came from the copy
 
 
 HEAVY = ("apprise", "markdown", "yaml", "requests_oauthlib", "oauthlib")

@@ -14,7 +14,7 @@ from leansync.library import DEFAULT_LOCK_TIMEOUT
 @verbosity_options
 @click.pass_obj
 def notify_command(app: AppContext, notify_config, notify_timeout, notify_max_age, lock_timeout):
-    """Deliver the notifications still pending, oldest run first.
+    """Deliver the pending notifications now, oldest run first.
 
     What a sync does after its commit, without fetching: use it after fixing
     a target. Targets come from LEANSYNC_NOTIFY, --notify-config and

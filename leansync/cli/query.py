@@ -255,7 +255,7 @@ def changes_command(app: AppContext, since, until, fmt):
 @verbosity_options
 @click.pass_obj
 def runs_command(app: AppContext, limit, fmt):
-    """List recent sync runs with status, counts, notifications and errors.
+    """List recent sync runs: status, counts, delivery, errors.
 
     Newest first. "notified" counts the run's notification targets by
     delivery state (sent, pending, abandoned); JSON and CSV have them as
