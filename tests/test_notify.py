@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -472,6 +471,43 @@ def test_a_copied_database_delivers_its_pending_rows_to_the_same_targets(databas
     result = leansync(other, "notify", env=env)
     assert result.stdout == "notifications: 1 sent, 0 pending, 0 abandoned\n"
     assert [h.json()["run_id"] for h in http.at("/hook")] == [1, 2, 2]  # run 2 failed once, then came from the copy
+
+
+def wait_for_listener(port: int) -> None:
+    import socket
+
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            threading.Event().wait(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_the_readme_receiver_verifies_what_leansync_sends(database_url, versions, write_response, tmp_path):
+    """The README's ten-line receiver, run as written (on a free port), accepts leansync's webhook only."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = readme.split("A receiver that checks both:\n\n```python\n", 1)[1].split("```", 1)[0]
+    port = free_port()
+    assert 'HTTPServer(("", 8080), Receiver)' in code
+    script = tmp_path / "receiver.py"
+    script.write_text(code.replace('("", 8080)', f'("127.0.0.1", {port})'))
+    receiver = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "LEANSYNC_WEBHOOK_SECRET": SECRET,
+                                "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        env = {"LEANSYNC_WEBHOOK_URL": f"http://127.0.0.1:{port}/", "LEANSYNC_WEBHOOK_SECRET": SECRET}
+        wait_for_listener(port)
+        result = leansync(database_url, "sync", "--from-file", write_response(versions), env=env)
+        assert (result.returncode, result.stderr) == (0, "")  # 204: delivered
+        forged = leansync(database_url, "sync", "--from-file", write_response(versions[1:]),
+                          env={**env, "LEANSYNC_WEBHOOK_SECRET": "not-the-secret"})
+        assert forged.returncode == 0
+        assert "HTTP 401" in forged.stderr  # the receiver refused the wrong signature
+    finally:
+        receiver.terminate()
+        out, _ = receiver.communicate(timeout=10)
+    assert out.count("'event': 'new_version'") == len(versions)  # it printed the first run's events
 
 
 HEAVY = ("apprise", "markdown", "yaml", "requests_oauthlib", "oauthlib")
