@@ -144,10 +144,8 @@ def _print_result(result: "SyncResult", *, as_json: bool, quiet: bool) -> None:
         document = {"status": result.status, "run_id": result.run_id, **result.counts()}
         if result.dry_run:  # the same keys as a real run (run_id null: nothing was recorded) plus the plan
             document["changes"] = list(result.changes)
-            document["notifications"] = list(result.notification_previews)
-        elif result.notifications is not None:
-            n = result.notifications
-            document["notifications"] = {"sent": n.sent, "pending": n.pending, "abandoned": n.abandoned}
+            if result.notification_previews:  # what each target would be sent
+                document["notifications"] = list(result.notification_previews)
         click.echo(json.dumps(document))
         return
     if quiet and not result.changes:  # the changes are what changes history (not last_seen_at or raw)
