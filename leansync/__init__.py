@@ -1,8 +1,9 @@
 """leansync: a durable, queryable history of QuantConnect LEAN engine versions.
 
 The Python API (leansync.library) for orchestrators: ``run_sync``,
-``export``, ``notify_pending``, their result types ``SyncResult`` and ``NotifyResult``, and the errors they raise
-(leansync.errors), all importable from here. They load on first use, so
+``export``, ``notify_pending``, their result types ``SyncResult`` and
+``NotifyResult``, and the errors they raise (leansync.errors), all
+importable from here. They load on first use, so
 ``import leansync`` (and ``leansync --help``) stays cheap.
 """
 
