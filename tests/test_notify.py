@@ -279,6 +279,30 @@ def test_leansync_notify_delivers_what_is_pending_without_a_sync(database_url, f
     assert len(receiver.at("/hook")) == tried + 2
 
 
+def test_the_timeout_bounds_all_deliveries_and_an_untried_target_counts_as_failed(database_url, http, versions,
+                                                                                  write_response):
+    held = HttpReceiver(hold=threading.Event())  # never answers while the run waits
+    try:
+        env = {"LEANSYNC_NOTIFY": f"json://127.0.0.1:{held.port}/apprise", **webhook_env(http)}
+        result = leansync(database_url, "sync", "-q", "--from-file", write_response(versions), "--notify-timeout", "1",
+                          env=env, timeout=60)
+        assert result.returncode == 0
+        apprise_warning, webhook_warning = warnings_of(result.stderr)
+        label = f"json://127.0.0.1:{held.port}"
+        assert apprise_warning.startswith(f"leansync: warning: could not notify {label} of run 1: ")
+        assert webhook_warning == (f"leansync: warning: could not notify http://127.0.0.1:{http.port} of run 1: not "
+                                   "tried: the --notify-timeout of 1 s ran out; it stays pending for the next run or "
+                                   "`leansync notify`")
+        assert http.received == []
+    finally:
+        held.close()
+    runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+    assert runs[0]["notifications_pending"] == 2
+    result = leansync(database_url, "notify", env={**env, "LEANSYNC_NOTIFY": ""})  # the Apprise target removed
+    assert result.stdout == "notifications: 1 sent, 0 pending, 1 abandoned\n"
+    assert [h.json()["run_id"] for h in http.at("/hook")] == [1]
+
+
 def cli_at(url, moment, *args, env=None):
     with freeze_time(moment):
         return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], env=env, catch_exceptions=False)
@@ -423,7 +447,8 @@ def test_a_bad_target_is_a_usage_error_that_names_no_secret_and_writes_nothing(t
          "LEANSYNC_NOTIFY: URL 1 (nosuchservice://) is not one Apprise can send to"),
         ({"LEANSYNC_WEBHOOK_URL": "ftp://user:tok-SECRET-123@host/x"},
          "LEANSYNC_WEBHOOK_URL must be an http:// or https:// URL"),
-        ({"LEANSYNC_WEBHOOK_SECRET": "tok-SECRET-123"}, "LEANSYNC_WEBHOOK_SECRET is set but LEANSYNC_WEBHOOK_URL is not"),
+        ({"LEANSYNC_WEBHOOK_SECRET": "tok-SECRET-123"},
+         "LEANSYNC_WEBHOOK_SECRET is set but LEANSYNC_WEBHOOK_URL is not"),
         ({"LEANSYNC_NOTIFY_CONFIG": str(tmp_path / "missing.yml")},
          f"the notification configuration file {tmp_path / 'missing.yml'} does not exist or is not a file"),
     ]
