@@ -125,8 +125,8 @@ from leansync.cli import db as _db, integrations as _integrations, query as _que
 from leansync.cli import notify as _notify  # noqa: E402
 
 for _command in (_sync.sync_command, _notify.notify_command, _db.db_group, _query.versions_command,
-                 _query.export_command,
-                 _query.show_command, _query.hashes_command, _query.changes_command, _query.runs_command,
+                 _query.export_command, _query.show_command, _query.hashes_command, _query.changes_command,
+                 _query.runs_command,
                  _query.check_command, _integrations.metrics_command,
                  _integrations.datasette_metadata_command):
     cli.add_command(_command)
