@@ -1,8 +1,9 @@
 """leansync: a durable, queryable history of QuantConnect LEAN engine versions.
 
 The Python API (leansync.library) for orchestrators: ``run_sync``,
-``export``, their result type ``SyncResult``, and the errors they raise
-(leansync.errors), all importable from here. They load on first use, so
+``export``, ``notify_pending``, their result types ``SyncResult`` and
+``NotifyResult``, and the errors they raise (leansync.errors), all
+importable from here. They load on first use, so
 ``import leansync`` (and ``leansync --help``) stays cheap.
 """
 
@@ -12,6 +13,8 @@ _LAZY = {
     "run_sync": "leansync.library",
     "export": "leansync.library",
     "SyncResult": "leansync.library",
+    "notify_pending": "leansync.library",
+    "NotifyResult": "leansync.library",
     "LeansyncError": "leansync.errors",
     "ConfigError": "leansync.errors",
     "SchemaError": "leansync.errors",

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,24 @@ DEFAULT_RETRIES = 4
 DEFAULT_LOCK_TIMEOUT = 600
 DEFAULT_DEADLINE = 600  # seconds for the whole fetch: attempts, reads and retry waits
 DEFAULT_MAX_RESPONSE_MB = 256  # MiB of response body, counted after decompression
+DEFAULT_NOTIFY_TIMEOUT = 60  # seconds for all of a run's notifications together
+DEFAULT_NOTIFY_MAX_AGE = timedelta(hours=24)  # a notification still pending this long after its run is abandoned
 MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    """What a delivery round did: rows sent and abandoned now, rows left pending.
+
+    ``warnings`` holds one line per target that failed or was given up on
+    (the command line prints them on stderr, even under -q).
+    """
+
+    sent: int
+    pending: int
+    abandoned: int
+    failed: int = 0  # targets that failed this round
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,10 @@ class SyncResult:
     new_hashes: int
     changes: Sequence[dict[str, Any]]  # built as it is read (see Changes)
     started_at: datetime | None = None
+    # The run's delivery (None for a dry run, or with notify=False); for a dry
+    # run with targets, what each would be sent (see leansync.outputs.notify.preview).
+    notifications: NotifyResult | None = None
+    notification_previews: tuple[dict[str, Any], ...] = ()
 
     @property
     def status(self) -> str:
@@ -81,6 +102,10 @@ def run_sync(
     allow_mass_removal: bool = False,
     dry_run: bool = False,
     on_warning: Callable[[str], None] | None = None,
+    notify: bool = True,
+    notify_config: str | os.PathLike | None = None,
+    notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+    notify_max_age: timedelta = DEFAULT_NOTIFY_MAX_AGE,
 ) -> SyncResult:
     """Fetch the version list (or read a saved response) and record what changed.
 
@@ -96,12 +121,25 @@ def run_sync(
     such as a credentials file readable by others (default: logged on the
     "leansync" logger).
 
+    Notifications: a run that changed history writes one `notification` row
+    per target (LEANSYNC_NOTIFY, ``notify_config`` or LEANSYNC_NOTIFY_CONFIG,
+    LEANSYNC_WEBHOOK_URL) in its transaction; after the commit every pending
+    row is delivered within ``notify_timeout`` seconds, and rows pending
+    longer than ``notify_max_age`` after their run are abandoned. The result's
+    ``notifications`` says what was sent; a failed delivery never raises.
+    ``notify=False`` writes the rows and delivers nothing (`notify_pending`
+    delivers them later). A dry run sends nothing and returns what would be
+    sent in ``notification_previews``.
+
     Raises ConfigError (exit code 2), LockTimeout (75), or FetchError,
     AuthError, PayloadError, GuardError, DatabaseError (1). A dry run the
     mass-removal guard refuses raises GuardError with ``dry_run_result``.
     """
     from leansync.store.database import database_exists, make_engine
     from leansync.history.sync import dry_run as plan_only, sync
+    from leansync.outputs.notify.targets import configured
+
+    targets = configured(notify_config=notify_config)  # a bad target is a ConfigError before anything runs
 
     if observed_at is not None:
         if from_file is None:
@@ -117,31 +155,42 @@ def run_sync(
                              deadline=deadline, max_response_mb=max_response_mb, on_warning=on_warning or log.warning)
     url = resolve_database_url(database_url)
     if dry_run:
+        from leansync.outputs.notify.preview import rehearse
+
+        previews = []
         engine = make_engine(url, readonly=True) if database_exists(url) else None
         try:
-            outcome = plan_only(engine, source, allow_mass_removal=allow_mass_removal, observed_at=observed_at)
+            outcome = plan_only(engine, source, allow_mass_removal=allow_mass_removal, observed_at=observed_at,
+                                preview=lambda conn, plan: previews.extend(rehearse(
+                                    conn, plan, targets=targets, source=source.label, observed_at=observed_at)))
         except GuardError as exc:
             exc.dry_run_result = _result(exc.dry_run_plan, run_id=None, dry_run=True)
             raise
         finally:
             if engine is not None:
                 engine.dispose()
-        return _result(outcome.plan, run_id=None, dry_run=True)
+        return _result(outcome.plan, run_id=None, dry_run=True,
+                       notification_previews=tuple(p.as_dict() for p in previews))
+    from leansync.outputs.notify.outbox import Outbox
+
+    outbox = Outbox(targets, timeout=notify_timeout, max_age=notify_max_age, send=notify)
     engine = make_engine(url, create=True)
     try:
         outcome = sync(engine, source, lock_timeout=lock_timeout, allow_mass_removal=allow_mass_removal,
-                       observed_at=observed_at)
+                       observed_at=observed_at, outbox=outbox)
     finally:
         engine.dispose()
-    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False, url=url, started_at=outcome.started_at)
+    return _result(outcome.plan, run_id=outcome.run_id, dry_run=False, url=url, started_at=outcome.started_at,
+                   notifications=_notify_result(outbox.result))
 
 
-def _result(plan, *, run_id: int | None, dry_run: bool, url: str | None = None,
-            started_at: datetime | None = None) -> SyncResult:
-    """A real run (``url``) left its new hashes in the database only: changes reads them there when asked."""
+def _result(plan, *, run_id: int | None, dry_run: bool, url: str | None = None, **extra) -> SyncResult:
+    """A real run (``url``) left its new hashes in the database only: changes reads them there when asked.
+
+    ``extra``: the run's started_at, notifications and notification_previews.
+    """
     hashes = None if url is None else (lambda: _run_hashes(url, run_id))
-    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=Changes(plan, hashes),
-                      started_at=started_at)
+    return SyncResult(run_id=run_id, dry_run=dry_run, **plan.counts(), changes=Changes(plan, hashes), **extra)
 
 
 class Changes(Sequence):
@@ -221,6 +270,41 @@ def _check_bounds(*, timeout: float, retries: int, deadline: float, max_response
                               f"{high:g}, not {value}")
     if not 0 <= retries <= MAX_RETRIES:
         raise ConfigError(f"retries (--retries) must be between 0 and {MAX_RETRIES}, not {retries}")
+
+
+def _notify_result(delivery) -> NotifyResult | None:
+    if delivery is None:
+        return None
+    return NotifyResult(sent=delivery.sent, pending=delivery.pending, abandoned=delivery.abandoned,
+                        failed=delivery.failed, warnings=tuple(delivery.warnings))
+
+
+def notify_pending(*, database_url: str | None = None, timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+                   max_age: timedelta = DEFAULT_NOTIFY_MAX_AGE, notify_config: str | os.PathLike | None = None,
+                   lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> NotifyResult:
+    """Deliver the notifications pending now, without fetching: the library form of `leansync notify`.
+
+    Under the run lock, as a sync delivers after its commit: oldest run first,
+    within ``timeout`` seconds together; rows pending longer than ``max_age``
+    after their run, or whose target is no longer configured, are abandoned.
+    Returns the rows sent, left pending and abandoned; a failed delivery is a
+    warning in the result, never an exception. Raises ConfigError for a
+    database that does not exist or a target that cannot be used, SchemaError
+    for one at another schema, LockTimeout (75) when a run holds the lock.
+    """
+    from leansync.history.lock import run_lock
+    from leansync.outputs.notify.outbox import deliver_pending
+    from leansync.outputs.notify.targets import configured
+    from leansync.read import open_database
+
+    targets = configured(notify_config=notify_config)
+    engine = open_database(resolve_database_url(database_url))
+    try:
+        with run_lock(engine, timeout=lock_timeout) as lock:
+            delivery = deliver_pending(lock, targets, timeout=timeout, max_age=max_age)
+    finally:
+        engine.dispose()
+    return _notify_result(delivery)
 
 
 def file_source(path: str | os.PathLike):

@@ -27,7 +27,16 @@ from sqlalchemy import (
 )
 
 from leansync.store.database import make_engine, require_schema
-from leansync.store.models import API_FIELDS, UTCDateTime, lean_hash, lean_version, lean_version_history, sync_run
+from leansync.store.models import (
+    API_FIELDS,
+    NOTIFICATION_STATUSES,
+    UTCDateTime,
+    lean_hash,
+    lean_version,
+    lean_version_history,
+    notification,
+    sync_run,
+)
 from leansync.source.payload import FIELD_KEYS
 from leansync.timespec import format_utc
 
@@ -96,7 +105,9 @@ STATE_LISTING_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended
 HASH_LISTING_COLUMNS = tuple(c.name for c in lean_hash.columns)
 EVENT_LISTING_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "extra", "hash_kind",
                          "hash", "sync_run_id")
-RUN_LISTING_COLUMNS = tuple(c.name for c in sync_run.columns)
+# A run's delivery state: how many of its notification rows (one per target) are in each status.
+RUN_NOTIFICATION_COLUMNS = tuple(f"notifications_{status}" for status in NOTIFICATION_STATUSES)
+RUN_LISTING_COLUMNS = (*(c.name for c in sync_run.columns), *RUN_NOTIFICATION_COLUMNS)
 
 V = lean_version.c
 H = lean_version_history.c
@@ -281,8 +292,43 @@ def events(conn: Connection, *, since: datetime, until: datetime | None = None) 
 
 
 def runs(conn: Connection, *, limit: int | None = None) -> list[dict]:
-    stmt = select(sync_run).order_by(sync_run.c.id.desc()).limit(limit)
+    n = notification.c
+    delivery = (
+        select(n.sync_run_id, *[func.count().filter(n.status == status).label(f"notifications_{status}")
+                                for status in NOTIFICATION_STATUSES])
+        .group_by(n.sync_run_id).subquery()
+    )
+    stmt = (
+        select(sync_run, *[func.coalesce(delivery.c[name], 0).label(name) for name in RUN_NOTIFICATION_COLUMNS])
+        .select_from(sync_run.outerjoin(delivery, delivery.c.sync_run_id == sync_run.c.id))
+        .order_by(sync_run.c.id.desc()).limit(limit)
+    )
     return _rows(conn.execute(stmt), RUN_LISTING_COLUMNS)
+
+
+@dataclass(frozen=True)
+class DeliveryHealth:
+    """What check says of notifications: the oldest pending row, and the rows abandoned lately."""
+
+    oldest_pending_at: datetime | None  # created_at (its run's start) of the oldest pending row
+    oldest_pending_label: str | None
+    abandoned: int  # rows abandoned since the given moment
+    abandoned_reason: str | None  # the newest one's
+
+
+def delivery_health(conn: Connection, *, abandoned_since: datetime) -> DeliveryHealth:
+    n = notification.c
+    oldest = conn.execute(select(n.created_at, n.target_label).where(n.status == "pending")
+                          .order_by(n.created_at, n.id).limit(1)).first()
+    abandoned = conn.execute(select(n.target_label, n.last_error).where(
+        n.status == "abandoned", n.last_attempt_at >= abandoned_since).order_by(n.last_attempt_at.desc(),
+                                                                                 n.id.desc())).all()
+    return DeliveryHealth(
+        oldest_pending_at=oldest.created_at if oldest else None,
+        oldest_pending_label=oldest.target_label if oldest else None,
+        abandoned=len(abandoned),
+        abandoned_reason=f"{abandoned[0].target_label}: {abandoned[0].last_error}" if abandoned else None,
+    )
 
 
 # --- check: the facts the monitoring verdict is decided on -----------------------

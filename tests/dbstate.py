@@ -13,12 +13,13 @@ from pathlib import Path
 from sqlalchemy import MetaData, select
 
 from leansync.store.database import make_engine
-from leansync.store.models import lean_hash, lean_version, lean_version_history, sync_run
+from leansync.store.models import lean_hash, lean_version, lean_version_history, notification, sync_run
 
 TIMESTAMP_COLUMNS = {
     "lean_version": ("first_seen_at", "updated_at", "removed_at"),
     "lean_hash": ("first_seen_at",),
     "lean_version_history": ("valid_from", "valid_to"),
+    "notification": ("created_at",),
 }
 
 
@@ -28,6 +29,7 @@ ORDER = {
     "lean_version": "id",
     "lean_hash": "kind, hash",
     "lean_version_history": "version_id, valid_from",
+    "notification": "sync_run_id, target_key",
 }
 
 
@@ -61,7 +63,7 @@ def raw_rows(url: str) -> dict[str, tuple[list[str], list[tuple]]]:
         try:
             cursor = connection.cursor()
             out = {}
-            for table in (sync_run, lean_version, lean_hash, lean_version_history):
+            for table in (sync_run, lean_version, lean_hash, lean_version_history, notification):
                 keys = ORDER[table.name]
                 cursor.execute(f"SELECT * FROM {table.name} ORDER BY {keys}")
                 out[table.name] = ([d[0] for d in cursor.description], cursor.fetchall())
@@ -91,13 +93,13 @@ def snapshot(url: str) -> dict[str, list]:
             for r in runs
         ]
     }
-    for name in ("lean_version", "lean_hash", "lean_version_history"):
+    for name in ("lean_version", "lean_hash", "lean_version_history", "notification"):
         names, rows = tables[name]
         # A timestamp no run started at stays as it is, so a stray value differs.
         swap = {names.index(c): moment for c in TIMESTAMP_COLUMNS[name]}
         if "sync_run_id" in names:
             swap[names.index("sync_run_id")] = run_number
-        drop = names.index("id") if name == "lean_version_history" else None  # a serial number only
+        drop = names.index("id") if name in ("lean_version_history", "notification") else None  # a serial number only
         normalised = []
         for row in rows:
             values = [swap[i].get(v, v) if i in swap and v is not None else v for i, v in enumerate(row)]

@@ -63,7 +63,7 @@ def test_the_metadata_is_keyed_by_the_files_stem(tmp_path):
     assert list(document["databases"]) == ["leansync"]
     assert "QuantConnect" in document["source"]
     database = document["databases"]["leansync"]
-    assert set(database["tables"]) == {"lean_version", "lean_version_history", "lean_hash", "sync_run",
+    assert set(database["tables"]) == {"lean_version", "lean_version_history", "lean_hash", "sync_run", "notification",
                                        "lean_version_current", "lean_version_event"}
     assert {name: q["sql"] for name, q in database["queries"].items()} == {q.name: q.sql for q in CANNED_QUERIES}
     for table in [*metadata.sorted_tables, *views.sorted_tables]:  # the schema's comments (tests/test_comments.py)

@@ -68,6 +68,9 @@ def expected_values(run, first: list[dict], second: list[dict]) -> dict[tuple, f
         ("leansync_last_run_changes", (("change", "restored"),)): 0,
         ("leansync_last_run_changes", (("change", "new_hashes"),)): sum(
             len(distinct(ever, key) - distinct(first, key)) for key in ("leanHash", "leanCloudHash")),
+        # the outbox, as `runs` counts it per run (tests/test_notify.py has runs with targets)
+        **{("leansync_notifications", (("status", status),)): sum(r[f"notifications_{status}"] for r in runs)
+           for status in ("pending", "sent", "abandoned")},
     }
 
 
@@ -89,6 +92,7 @@ def test_only_leansync_metrics_with_their_types(run, history):
         "leansync_last_run_success": "gauge", "leansync_last_run_duration_seconds": "gauge",
         "leansync_versions_listed": "gauge", "leansync_versions_removed": "gauge",
         "leansync_hashes": "counter", "leansync_runs": "counter", "leansync_last_run_changes": "gauge",
+        "leansync_notifications": "gauge",
     }
 
 
@@ -99,6 +103,7 @@ def test_a_database_with_no_run_has_zeros_and_no_last_run(run):
         ("leansync_versions_listed", ()): 0, ("leansync_versions_removed", ()): 0,
         ("leansync_hashes_total", (("kind", "lean"),)): 0, ("leansync_hashes_total", (("kind", "lean_cloud"),)): 0,
         ("leansync_runs_total", (("status", "success"),)): 0, ("leansync_runs_total", (("status", "failed"),)): 0,
+        **{("leansync_notifications", (("status", status),)): 0 for status in ("pending", "sent", "abandoned")},
     }
 
 

@@ -28,7 +28,7 @@ from leansync.timespec import format_utc
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "lean-versions-read.json"
 FUTURE_REVISION = "9f3c0ffee"  # a revision written by some newer leansync
-LEANSYNC_TABLES = {"lean_version", "lean_hash", "lean_version_history", "sync_run"}
+LEANSYNC_TABLES = {"lean_version", "lean_hash", "lean_version_history", "sync_run", "notification"}
 
 
 def script_directory() -> ScriptDirectory:
@@ -511,7 +511,8 @@ def at_0002() -> MetaData:
     """The models as they were at 0002: lean_version.last_seen_at, no raw_digest, no extra, no comments."""
     old = MetaData(naming_convention=metadata.naming_convention)
     for table in metadata.tables.values():
-        table.to_metadata(old)
+        if table.name != "notification":  # came with 0005
+            table.to_metadata(old)
     version, history = old.tables["lean_version"], old.tables["lean_version_history"]
     version._columns.remove(version.c.raw_digest)
     history._columns.remove(history.c.extra)

@@ -49,7 +49,8 @@ UNMODELLED = {"notes": {"tags": ["beta", "façade → ü, \"quoted\""], "weight"
 API_KEYS = ("id", "name", "description", "ref", "lean_hash", "lean_cloud_hash", "public", "created")
 
 INT_COLUMNS = {"id", "version_id", "first_version_id", "sync_run_id", "versions_seen", "inserted", "updated",
-               "unchanged", "removed", "restored", "new_hashes"}
+               "unchanged", "removed", "restored", "new_hashes", "notifications_pending", "notifications_sent",
+               "notifications_abandoned"}
 TIME_COLUMNS = {"created", "first_seen_at", "last_seen_at", "updated_at", "removed_at", "valid_from",
                 "valid_to", "event_time", "started_at", "finished_at"}
 
@@ -519,7 +520,9 @@ def test_changes_needs_since_and_a_sensible_range(run, scenario):
 def test_runs_newest_first_with_counts_and_errors(run, scenario):
     rows = json_and_csv(run, "runs")
     assert list(rows[0]) == ["id", "started_at", "finished_at", "status", "source", "versions_seen", "inserted",
-                             "updated", "unchanged", "removed", "restored", "new_hashes", "error"]
+                             "updated", "unchanged", "removed", "restored", "new_hashes", "error",
+                             "notifications_pending", "notifications_sent", "notifications_abandoned"]
+    assert all(r[f"notifications_{s}"] == 0 for r in rows for s in ("pending", "sent", "abandoned"))  # no target
     assert [(r["id"], r["started_at"], r["status"]) for r in rows] == [
         (6, iso(T6), "success"), (5, iso(T5), "success"), (4, iso(T4), "failed"), (3, iso(T3), "success"),
         (2, iso(T2), "success"), (1, iso(T1), "success")]

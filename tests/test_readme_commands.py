@@ -39,6 +39,8 @@ NOT_RUN = {
         "serves until stopped (test_the_datasette_command_works_from_any_folder runs it with --get)",
     "pip install '.[docs]' && sphinx-build -W -b html docs docs/_build/html":
         "installs packages (tests/test_docs.py builds the site)",
+    "# Slack (an incoming webhook's three tokens) and email through your SMTP server":
+        "needs real notification targets (tests/test_notify.py sends to local ones)",
     "import pendulum": "needs Airflow and a PostgreSQL server",
     "import dagster as dg": "needs Dagster and a PostgreSQL server",
 }

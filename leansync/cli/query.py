@@ -19,7 +19,7 @@ from leansync.masking import mask
 from leansync.timespec import TimespecError, format_age, format_utc, parse_duration, parse_when
 
 if TYPE_CHECKING:  # at run time read loads only inside the commands (SQLAlchemy)
-    from leansync.read import Health
+    from leansync.read import DeliveryHealth, Health
 
 NOW_KEY = "leansync.now"
 # Numbers the database can take: a LIMIT is a 64-bit integer on both backends,
@@ -259,9 +259,11 @@ def changes_command(app: AppContext, since, until, fmt):
 @verbosity_options
 @click.pass_obj
 def runs_command(app: AppContext, limit, fmt):
-    """List recent sync runs with status, counts and errors.
+    """List recent sync runs: status, counts, delivery, errors.
 
-    Newest first.
+    Newest first. "notified" counts the run's notification targets by
+    delivery state (sent, pending, abandoned); JSON and CSV have them as
+    notifications_sent, notifications_pending and notifications_abandoned.
 
     \b
     Example:
@@ -272,9 +274,15 @@ def runs_command(app: AppContext, limit, fmt):
     with reading(app) as conn:
         rows = read.runs(conn, limit=limit)
     table = ["id", "started_at", "status", "versions_seen", "inserted", "updated", "unchanged", "removed",
-             "restored", "new_hashes", "error"]
-    emit(rows, read.RUN_LISTING_COLUMNS, fmt, table_columns=table, cells={"error": shortened("error")},
-         quiet=app.quiet)
+             "restored", "new_hashes", "notified", "error"]
+    emit(rows, read.RUN_LISTING_COLUMNS, fmt, table_columns=table,
+         cells={"error": shortened("error"), "notified": _delivery_state}, quiet=app.quiet)
+
+
+def _delivery_state(row: dict) -> str:
+    """``2 sent, 1 pending``: the run's notification rows by status; empty when it has none."""
+    return ", ".join(f"{row[f'notifications_{status}']} {status}" for status in ("sent", "pending", "abandoned")
+                     if row[f"notifications_{status}"])
 
 
 # --- check -------------------------------------------------------------------
@@ -295,10 +303,15 @@ def status_line(status: Status, message: str, perfdata: str | None = None) -> st
     return line if perfdata is None else f"{line} | {perfdata}"
 
 
-def verdict(health: "Health", *, now: datetime, max_age: timedelta) -> tuple[Status, str]:
+PENDING_WARNING = timedelta(hours=1)  # a notification pending longer than this is a WARNING
+
+
+def verdict(health: "Health", *, now: datetime, max_age: timedelta,
+            delivery: "DeliveryHealth | None" = None) -> tuple[Status, str]:
     """The status and its line for what read.health found: OK if the newest success
-    is at most ``max_age`` old; WARNING if runs failed since; CRITICAL if it is
-    older or there is none."""
+    is at most ``max_age`` old; WARNING if runs failed since, or a notification
+    is pending over an hour or was abandoned within ``max_age``; CRITICAL if
+    the newest success is older or there is none."""
     max_s = int(max_age.total_seconds())
     age = None
     if health.last_success_at is None:
@@ -318,10 +331,26 @@ def verdict(health: "Health", *, now: datetime, max_age: timedelta) -> tuple[Sta
         since = " since" if health.last_success_at is not None else ""
         message += (f"; {health.failed_since} {runs_word} failed{since}; "
                     f"last error: {health.last_error or 'no error recorded'}")
+    notes = _delivery_notes(delivery, now=now, max_age=max_age) if delivery is not None else []
+    if notes:
+        message += "; " + "; ".join(notes)
+        status = max(status, Status.WARNING)
     # age's critical threshold is --max-age; "U": no age to measure
     perfdata = (f"age={'U' if age is None else f'{age}s'};;{max_s};0 "
                 f"failed_runs={health.failed_since};0;;0")
     return status, status_line(status, message, perfdata)
+
+
+def _delivery_notes(delivery: "DeliveryHealth", *, now: datetime, max_age: timedelta) -> list[str]:
+    notes = []
+    if delivery.oldest_pending_at is not None and now - delivery.oldest_pending_at > PENDING_WARNING:
+        age = format_age((now - delivery.oldest_pending_at).total_seconds())
+        notes.append(f"a notification to {delivery.oldest_pending_label} is pending for {age}")
+    if delivery.abandoned:
+        word = "notification" if delivery.abandoned == 1 else "notifications"
+        notes.append(f"{delivery.abandoned} {word} abandoned in the last {format_age(max_age.total_seconds())} "
+                     f"({delivery.abandoned_reason})")
+    return notes
 
 
 class MonitoringCommand(click.Command):
@@ -344,7 +373,8 @@ def check_command(ctx: click.Context, max_age):
     """Health check for Nagios, Icinga, Sensu and Zabbix.
 
     Prints `STATUS - message | perfdata` and exits 0 OK (the newest successful
-    sync is at most DURATION old), 1 WARNING (it is, but runs failed since),
+    sync is at most DURATION old), 1 WARNING (it is, but runs failed since,
+    a notification is pending over an hour or one was abandoned within DURATION),
     2 CRITICAL (it is older, or there is none), 3 UNKNOWN (the database
     cannot be read or does not exist). Perfdata: age in seconds (from that
     run's started_at) and the number of failed runs since.
@@ -360,11 +390,12 @@ def check_command(ctx: click.Context, max_age):
 
         with reading(app) as conn:
             health = read.health(conn)
+            delivery = read.delivery_health(conn, abandoned_since=now - max_age)
     except Exception as exc:  # anything that stops us reading is UNKNOWN, never a traceback
         if app.verbose:
             print_traceback()
         click.echo(status_line(Status.UNKNOWN, str(exc).strip() or type(exc).__name__))
         ctx.exit(int(Status.UNKNOWN))
-    status, line = verdict(health, now=now, max_age=max_age)
+    status, line = verdict(health, now=now, max_age=max_age, delivery=delivery)
     click.echo(line)
     ctx.exit(int(status))

@@ -7,7 +7,7 @@ import click
 
 from leansync.cli import AppContext, verbosity_options
 from leansync.cli.integrations import metrics_file_option, write_metrics_file
-from leansync.cli.query import When
+from leansync.cli.query import Duration, When
 from leansync.cli.render import printable
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
 from leansync.timespec import format_utc
@@ -16,9 +16,30 @@ from leansync.library import (
     DEFAULT_DEADLINE,
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MAX_RESPONSE_MB,
+    DEFAULT_NOTIFY_TIMEOUT,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
 )
+
+NOTIFY_CONFIG_ENV = "LEANSYNC_NOTIFY_CONFIG"  # leansync.outputs.notify.targets.ENV_NOTIFY_CONFIG, without its import
+
+
+def notify_options(func):
+    """Where and how long to notify: shared by `sync` and `notify`. The URLs themselves come only from
+    the environment or the file: they carry credentials."""
+    func = click.option("--notify-max-age", "notify_max_age", type=Duration(), default="24h", show_default=True,
+                        metavar="DURATION", help="A notification still pending this long after its run is "
+                        "abandoned (90m, 12h, 2d...).")(func)
+    func = click.option("--notify-timeout", "notify_timeout", type=click.FloatRange(min=0, min_open=True),
+                        default=DEFAULT_NOTIFY_TIMEOUT, show_default=True, metavar="SECONDS",
+                        help="Bound on all of a run's notifications together; a target not answered in time "
+                        "stays pending.")(func)
+    func = click.option("--notify-config", "notify_config", type=click.Path(dir_okay=False), metavar="PATH",
+                        envvar=NOTIFY_CONFIG_ENV, help="An Apprise configuration file (TEXT or YAML) of "
+                        f"notification targets [env {NOTIFY_CONFIG_ENV}]; URLs also come from LEANSYNC_NOTIFY "
+                        "and LEANSYNC_WEBHOOK_URL.")(func)
+    return func
+
 
 if TYPE_CHECKING:  # at run time the library loads inside the command (SQLAlchemy)
     from leansync.library import SyncResult
@@ -52,6 +73,7 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help="Seconds to wait for another run's lock before giving up (exit 75).")
 @click.option("--allow-mass-removal", is_flag=True,
               help="Apply a run even if it removes more than half of the listed versions.")
+@notify_options
 @metrics_file_option
 @verbosity_options
 @click.pass_obj
@@ -68,6 +90,7 @@ def sync_command(app: AppContext, as_json: bool, **options):
       leansync sync --from-file saved/2026-03-01.json --observed-at 2026-03-01T06:00
       leansync sync --deadline 120 --max-response-mb 64
       leansync sync -q --metrics-file /var/lib/node_exporter/textfile/leansync.prom
+      LEANSYNC_NOTIFY=slack://T.../B.../C... leansync sync -q   # tell a channel when LEAN changes
     """
     metrics_file = options.pop("metrics_file")  # the CLI's own, like --json
     if options["dry_run"] and metrics_file is not None:
@@ -87,6 +110,13 @@ def sync_command(app: AppContext, as_json: bool, **options):
     if metrics_file is not None:
         write_metrics_file(app, metrics_file)
     _print_result(result, as_json=as_json, quiet=app.quiet, database_url=app.resolved_database_url())
+    print_notify_warnings(result.notifications)
+
+
+def print_notify_warnings(notifications) -> None:
+    """One line per failed target, on stderr, even under -q: cron mails it."""
+    for warning in notifications.warnings if notifications is not None else ():
+        click.echo(f"leansync: warning: {printable(mask(warning))}", err=True)
 
 
 def _warner(app: AppContext):
@@ -117,16 +147,32 @@ def _print_result(result: "SyncResult", *, as_json: bool, quiet: bool, database_
         document = {"status": result.status, "run_id": result.run_id, **result.counts()}
         if result.dry_run:  # the same keys as a real run (run_id null: nothing was recorded) plus the plan
             document["changes"] = list(result.changes)
+            if result.notification_previews:  # what each target would be sent
+                document["notifications"] = list(result.notification_previews)
         click.echo(json.dumps(document))
         return
     if quiet and not result.changes:  # the changes are what changes history (not last_seen_at or raw)
         return
     if result.dry_run:
         _print_plan(result, head="dry run, nothing written", every=True)
+        for preview in result.notification_previews:
+            _print_preview(preview)
         return
     _print_plan(result, head=f"run {result.run_id}", every=False)
     if not quiet:
         _print_where_and_next(result, database_url)
+
+
+def _print_preview(preview: dict) -> None:
+    """What a dry run would send to one target, indented under its label."""
+    if preview["kind"] == "webhook":
+        click.echo(f"would notify {preview['target']} (webhook, schema {preview['document']['schema']}):")
+        text = json.dumps(preview["document"], indent=2, ensure_ascii=False)
+    else:
+        click.echo(f"would notify {preview['target']} (Apprise):")
+        text = f"{preview['title']}\n\n{preview['body']}"
+    for line in text.splitlines():
+        click.echo(printable(f"    {line}".rstrip()))
 
 
 def _changes_since(result: "SyncResult") -> str:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -34,6 +35,9 @@ from leansync.source.payload import split_items
 from leansync.timespec import format_utc
 from leansync.history.writer import (apply_plan, finish_run, insert_run, read_index, read_known_hashes, read_stored,
                                      write_versions)
+
+if TYPE_CHECKING:
+    from leansync.outputs.notify.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,12 @@ class RunOutcome:
 
 
 def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_removal: bool = False,
-         observed_at: datetime | None = None) -> RunOutcome:
-    """One run; ``observed_at`` (a backfill) is its started_at instead of now."""
+         observed_at: datetime | None = None, outbox: "Outbox | None" = None) -> RunOutcome:
+    """One run; ``observed_at`` (a backfill) is its started_at instead of now.
+
+    ``outbox`` (leansync.outputs.notify) writes the run's notification rows in
+    its transaction and delivers what is pending after the commit, under the lock.
+    """
     url = str(engine.url)
     check_not_future(observed_at)  # before anything is created
     with run_lock(engine, timeout=lock_timeout) as lock:
@@ -76,11 +84,15 @@ def sync(engine: Engine, source: Source, *, lock_timeout: float, allow_mass_remo
                                     status="success", counts=plan.counts())
                 apply_plan(conn, plan, run_id=run_id, now=started_at)
                 finish_run(conn, run_id, finished_at=_not_before(started_at), counts=plan.counts())
+                if outbox is not None:
+                    outbox.record(conn, run_id=run_id, started_at=started_at, plan=plan)
         except LockLost:
             raise  # another run may hold the lock by now: a row written now could land beside its run
         except Exception as exc:
             exc.run_id = _record_failure(lock, started_at=started_at, source=source.label, error=exc)
             raise
+        if outbox is not None:
+            outbox.deliver(lock)  # committed: a failed delivery is a warning, never the run's failure
     log.info("run %d committed: %s", run_id, plan.counts())
     return RunOutcome(plan=plan, run_id=run_id, started_at=started_at)
 
@@ -164,13 +176,15 @@ def _not_before(started_at: datetime) -> datetime:
 
 
 def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool = False,
-            observed_at: datetime | None = None) -> RunOutcome:
+            observed_at: datetime | None = None,
+            preview: Callable[[Connection | None, Plan], None] | None = None) -> RunOutcome:
     """Compute the plan and write nothing: no lock file, no migration, no run row.
 
     ``engine`` is None when the database does not exist yet (all would be new).
     A plan the real run would refuse raises the guard's GuardError, as the
     real run does, but nothing is written; so is an ``observed_at`` the real
-    run would refuse.
+    run would refuse. ``preview`` sees the plan with the connection it was
+    planned on (None: no database yet); it must leave nothing behind.
     """
     check_not_future(observed_at)
     body = source.fetch()
@@ -179,8 +193,12 @@ def dry_run(engine: Engine | None, source: Source, *, allow_mass_removal: bool =
             if observed_at is not None:
                 backfill_clock(conn, observed_at)
             plan = plan_against(conn, body, source=source.label)
+            if preview is not None:
+                preview(conn, plan)
     else:
         plan = plan_against(None, body, source=source.label)
+        if preview is not None:
+            preview(None, plan)
     try:
         check_mass_removal(plan, allow=allow_mass_removal)
     except GuardError as exc:

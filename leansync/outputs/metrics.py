@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, select
 from leansync.store.database import database_errors, database_exists, make_engine, require_schema
 from leansync.history.diff import HASH_KINDS as HASH_COLUMNS
 from leansync.errors import LeansyncError
-from leansync.store.models import lean_hash, lean_version, sync_run
+from leansync.store.models import NOTIFICATION_STATUSES, lean_hash, lean_version, notification, sync_run, utcnow
 
 RUN_STATUSES = ("success", "failed")
 HASH_KINDS = tuple(kind for kind, _ in HASH_COLUMNS)  # lean_hash.kind, as the diff records them
@@ -34,6 +34,8 @@ class Facts:
     hashes: dict[str, int]  # by kind, every kind present
     listed: int
     removed: int
+    notifications: dict[str, int]  # rows by status, every status present
+    oldest_pending_age: float | None = None  # seconds since the oldest pending row's run started
 
 
 def _newest(conn: Connection, *where) -> dict | None:
@@ -58,7 +60,15 @@ def read_facts(conn: Connection) -> Facts:
         hashes=_counts(conn, lean_hash.c.kind, HASH_KINDS),
         listed=listed,
         removed=gone,
+        notifications=_counts(conn, notification.c.status, NOTIFICATION_STATUSES),
+        oldest_pending_age=_oldest_pending_age(conn),
     )
+
+
+def _oldest_pending_age(conn: Connection) -> float | None:
+    oldest = conn.execute(select(func.min(notification.c.created_at)).where(notification.c.status == "pending"))
+    created_at = oldest.scalar()
+    return None if created_at is None else max(0.0, (utcnow() - created_at).total_seconds())
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -104,6 +114,16 @@ class FactsCollector:
             for change in CHANGES:
                 changes.add_metric([change], f.last_success[change])
             yield changes
+        # A gauge, not a counter: rows leave pending.
+        notifications = GaugeMetricFamily("leansync_notifications", "Notification rows (one per run and target), "
+                                          "by delivery status.", labels=["status"])
+        for status, count in f.notifications.items():
+            notifications.add_metric([status], count)
+        yield notifications
+        if f.oldest_pending_age is not None:
+            yield _gauge("leansync_notification_oldest_pending_age_seconds",
+                         "Seconds since the run of the oldest notification still pending started.",
+                         f.oldest_pending_age)
 
 
 def registry_for(facts: Facts) -> CollectorRegistry:

@@ -29,7 +29,7 @@ from leansync.masking import mask, register
 # The newest migration. Kept here so the check at the start of every run
 # costs one query and no Alembic import; tests/test_migrations.py checks it
 # against the migration scripts.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 

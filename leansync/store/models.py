@@ -215,6 +215,37 @@ lean_version_history = Table(
     comment="One row per state of a version.",
 )
 
+# The outbox of notifications (leansync.outputs.notify.outbox): written with
+# the run, updated by deliveries after its commit.
+NOTIFICATION_STATUSES = ("pending", "sent", "abandoned")
+
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", Integer, primary_key=True, comment="Row id."),
+    Column("sync_run_id", Integer, ForeignKey("sync_run.id"), nullable=False,
+           comment="The sync_run whose news this is."),
+    Column("target_label", Text, nullable=False,
+           comment="The target as scheme://host[:port], without credentials, path or query (the name shown in "
+                   "warnings and leansync runs)."),
+    Column("target_key", Text, nullable=False,
+           comment="The target's identity: the hex HMAC-SHA256 of its URL under leansync's fixed key, never the "
+                   "URL. It matches pending rows to the targets configured now."),
+    Column("status", Text, nullable=False,
+           comment="pending (not delivered yet), sent (the target accepted it) or abandoned (never to be sent: "
+                   "too old, or its target is no longer configured)."),
+    _count("attempts", "Delivery attempts made so far."),
+    Column("last_error", Text,
+           comment="The last failure in one line, secrets masked; for an abandoned row, why it was abandoned."),
+    Column("created_at", UTCDateTime, nullable=False, comment="The started_at of the run that wrote it."),
+    Column("last_attempt_at", UTCDateTime,
+           comment="When the last delivery attempt started, or when the row was abandoned; null before either."),
+    Column("sent_at", UTCDateTime, comment="When the target accepted it; null unless sent."),
+    Index("uq_notification_sync_run_id_target_key", "sync_run_id", "target_key", unique=True),
+    Index("ix_notification_status_sync_run_id", "status", "sync_run_id"),
+    comment="One row per run and notification target.",
+)
+
 # Column names of the seven API fields, in table order.
 API_FIELDS: tuple[str, ...] = tuple(c.name for c in _api_columns())
 
