@@ -274,14 +274,17 @@ def _previous_listed_hash():
     )
 
 
-_EVENT_SOURCE_COLUMNS = tuple(n for n in EVENT_LISTING_COLUMNS if n not in ("changes", "extra", *LINK_COLUMNS))
+_EVENT_SOURCE_COLUMNS = (*(n for n in EVENT_LISTING_COLUMNS if n not in ("changes", "extra", *LINK_COLUMNS)),
+                         "history_id")
 
 
 def events(conn: Connection, *, since: datetime | None, until: datetime | None = None,
-           newest: int | None = None) -> list[dict]:
+           newest: int | None = None, with_state: bool = False) -> list[dict]:
     """The change feed from lean_version_event: since inclusive, until exclusive, oldest first.
 
     ``newest``: only the newest that many events of the window (still oldest first).
+    ``with_state``: each row also has "state", the seven fields and extra of the
+    state the event opened or closed (all None for new_hash), and "history_id".
     """
     new = lean_version_history.alias("new_state")
     old = lean_version_history.alias("old_state")
@@ -318,7 +321,10 @@ def events(conn: Connection, *, since: datetime | None, until: datetime | None =
                     "extra": new_values["extra"],
                     "commit_url": commit_url(lean),
                     "compare_url": compare_url(m["previous_lean_hash"], lean) if m["event"] == "new_version" else None}
-        out.append({name: computed[name] if name in computed else m[name] for name in EVENT_LISTING_COLUMNS})
+        row_out = {name: computed[name] if name in computed else m[name] for name in EVENT_LISTING_COLUMNS}
+        if with_state:
+            row_out.update(state=new_values, history_id=m["history_id"])
+        out.append(row_out)
     if newest is not None:
         out.reverse()
     return out

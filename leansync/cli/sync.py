@@ -7,6 +7,7 @@ import click
 
 from leansync.cli import AppContext, verbosity_options
 from leansync.cli.integrations import metrics_file_option, write_metrics_file
+from leansync.cli.publish import check_publish_options, feed_file_option, report_file_option, write_published_files
 from leansync.cli.query import When
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
 from leansync.library import (
@@ -50,6 +51,8 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
 @click.option("--allow-mass-removal", is_flag=True,
               help="Apply a run even if it removes more than half of the listed versions.")
 @metrics_file_option
+@feed_file_option
+@report_file_option
 @verbosity_options
 @click.pass_obj
 def sync_command(app: AppContext, as_json: bool, **options):
@@ -65,8 +68,11 @@ def sync_command(app: AppContext, as_json: bool, **options):
       leansync sync --from-file saved/2026-03-01.json --observed-at 2026-03-01T06:00
       leansync sync --deadline 120 --max-response-mb 64
       leansync sync -q --metrics-file /var/lib/node_exporter/textfile/leansync.prom
+      leansync sync -q --feed-file /var/www/leansync/lean-versions.atom --report-file /var/www/leansync/index.html
     """
     metrics_file = options.pop("metrics_file")  # the CLI's own, like --json
+    published = options.pop("feed_file"), options.pop("report_file")
+    check_publish_options(*published, dry_run=options["dry_run"])
     if options["dry_run"] and metrics_file is not None:
         raise click.UsageError("--metrics-file cannot be combined with --dry-run, which writes nothing")
     # Every other option is a keyword of leansync.run_sync: a new one needs no plumbing here.
@@ -83,6 +89,7 @@ def sync_command(app: AppContext, as_json: bool, **options):
         raise  # the group prints the one sentence on stderr and exits with the error's code
     if metrics_file is not None:
         write_metrics_file(app, metrics_file)
+    write_published_files(app, *published)
     _print_result(result, as_json=as_json, quiet=app.quiet)
 
 
