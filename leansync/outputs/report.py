@@ -34,10 +34,10 @@ CHART_TITLES = (
 
 def require_plotly() -> None:
     """A usage error (exit 2) naming what to install when the `report` extra is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("plotly") is None:
-        raise ConfigError(INSTALL_HINT)
+    try:
+        import plotly  # noqa: F401  (the package only: its figures load when the report is drawn)
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
 
 
 def week_of(moment: datetime) -> str:
