@@ -55,6 +55,9 @@ def browser(tmp_path):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
+        # The whole report in one screenshot: a viewport as tall as the page (a window is capped by the screen).
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1400, "height": 2900, "deviceScaleFactor": 1, "mobile": False})
         driver.execute_cdp_cmd("Network.enable", {})
         # Networking off: any request that does leave the file fails, and the performance log still shows it.
         driver.execute_cdp_cmd("Network.emulateNetworkConditions", {

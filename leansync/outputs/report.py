@@ -149,7 +149,7 @@ def render(data: ReportData, *, database: str, built_at: datetime, since: dateti
     left_out = (f" (leaving out the {data.left_out} versions listed at the first run, "
                 f"{format_utc(data.first_run_at)})" if data.first_run_at else "")
     titles = (CHART_TITLES[0] + left_out, CHART_TITLES[1] + left_out, *CHART_TITLES[2:])
-    fig = make_subplots(rows=5, cols=1, subplot_titles=titles, vertical_spacing=0.05, row_heights=[1, 1, 1, 1.6, 1],
+    fig = make_subplots(rows=5, cols=1, subplot_titles=titles, vertical_spacing=0.05, row_heights=[1, 1, 1, 2, 1],
                         specs=[[{"type": "xy"}], [{"type": "xy"}], [{"type": "xy"}], [{"type": "table"}],
                                [{"type": "xy"}]])
 
@@ -203,7 +203,7 @@ def render(data: ReportData, *, database: str, built_at: datetime, since: dateti
         if empty:
             fig.add_annotation(text="nothing in this period", showarrow=False, row=row, col=1,
                                x=0.5, y=0.5, xref="x domain", yref="y domain")
-    fig.update_layout(title=title, barmode="stack", height=2600, legend={"tracegroupgap": 330})
+    fig.update_layout(title=title, barmode="stack", height=2800, legend={"tracegroupgap": 330})
     return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
 
 
