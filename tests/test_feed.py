@@ -55,6 +55,7 @@ def test_entries_are_the_events_changes_lists_for_the_same_window(run, weeks):
     assert {row["event"] for row in rows} == {"new_version", "changed", "removed", "restored", "new_hash"}
     for entry, row in zip(entries, rows):
         assert parsed_time(entry) == event_time(row)
+        assert entry.id.split("/")[1] == row["event"]  # tag:leansync,2026:event/<kind>/...
         assert str(row["version_id"]) in entry.title
         assert [link.href for link in entry.get("links", [])] == ([row["commit_url"]] if row["commit_url"] else [])
     assert len({entry.id for entry in entries}) == len(entries)

@@ -82,15 +82,19 @@ def gather(conn: Connection, *, since: datetime | None = None) -> ReportData:
     def window(stmt):
         return stmt if since is None else stmt.where(E.event_time >= since)
 
-    new = conn.execute(window(
-        select(E.event_time, H.public, H.created)
-        .select_from(read.lean_version_event.join(lean_version_history, H.id == E.history_id))
-        .where(E.event == "new_version")
-    )).all()
+    if data.first_run_at is None:  # only failed runs: nothing was ever listed
+        new = []
+    else:  # in SQL, the (often many) versions of the first run are only counted
+        first = E.event_time == data.first_run_at
+        data.left_out = conn.execute(window(
+            select(func.count()).select_from(read.lean_version_event).where(E.event == "new_version", first)
+        )).scalar_one()
+        new = conn.execute(window(
+            select(E.event_time, H.public, H.created)
+            .select_from(read.lean_version_event.join(lean_version_history, H.id == E.history_id))
+            .where(E.event == "new_version", E.event_time > data.first_run_at)
+        )).all()
     for when, public, created in new:
-        if when == data.first_run_at:
-            data.left_out += 1
-            continue
         data.new_versions.append((when, public))
         if created is not None:
             data.delays_days.append(round((when - created).total_seconds() / 86400, 4))
@@ -154,18 +158,20 @@ def render(data: ReportData, *, database: str, built_at: datetime, since: dateti
                                [{"type": "xy"}]])
 
     # 1. Cadence: new versions per week, public and private stacked.
-    weeks = all_weeks([week_of(when) for when, _ in data.new_versions])
+    new_weeks = [(week_of(when), bool(public)) for when, public in data.new_versions]
+    weeks = all_weeks([week for week, _ in new_weeks])
     for name, public in (("public", True), ("private", False)):
-        counts = Counter(week_of(when) for when, p in data.new_versions if bool(p) is public)
+        counts = Counter(week for week, p in new_weeks if p is public)
         fig.add_trace(go.Bar(x=weeks, y=[counts[w] for w in weeks], name=f"new {name}",
                              legendgroup="cadence"), row=1, col=1)
     # 2. Created → first seen, in days.
     fig.add_trace(go.Histogram(x=data.delays_days, name="versions", nbinsx=40, legendgroup="delay",
                                showlegend=False), row=2, col=1)
     # 3. History changes per week by kind.
-    change_weeks = all_weeks([week_of(when) for when, _ in data.changes])
+    changes = Counter((week_of(when), kind) for when, kind in data.changes)
+    change_weeks = all_weeks([week for week, _ in changes])
     for kind in CHANGE_KINDS:
-        counts = Counter(week_of(when) for when, k in data.changes if k == kind)
+        counts = Counter({week: n for (week, k), n in changes.items() if k == kind})
         fig.add_trace(go.Bar(x=change_weeks, y=[counts[w] for w in change_weeks], name=kind,
                              legendgroup="changes"), row=3, col=1)
     # 4. The newest listed versions, with links to their commits.
