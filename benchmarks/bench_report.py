@@ -8,10 +8,12 @@ The history is bench_sync.py's payload of N versions, backfilled as seen on a
 Monday, then its churn (1% changed, 1% new, 1% gone) once a week for --weeks
 weeks (`sync --from-file --observed-at`). Then the installed command
 `leansync report --output FILE` runs --repeat times as a child process (start-up
-included); each run's wall and CPU seconds and peak RSS come from os.wait4.
+included); each run's wall and CPU seconds and peak RSS come from os.wait4 (the
+history is built in a separate process, so the driver's own peak stays small).
 """
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -61,8 +63,19 @@ def main() -> None:
                 cluster.stop()
 
 
+def _build_in_child(leansync: str, url: str, n: int, weeks: int, folder: Path, out) -> None:
+    out.put(build_history(leansync, url, n, weeks, folder))
+
+
 def measure(leansync: str, url: str, args, folder: Path) -> None:
-    built = build_history(leansync, url, args.versions, args.weeks, folder)
+    # The payloads are built in a child: Linux carries a parent's peak RSS across fork and exec,
+    # so a driver that held them would inflate every measured child's ru_maxrss.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_build_in_child, args=(leansync, url, args.versions, args.weeks, folder, queue))
+    child.start()
+    built = queue.get()
+    child.join()
     print(f"history: {args.versions:,} versions, {args.weeks} weekly churns backfilled in {built:.1f} s")
     out = folder / "report.html"
     results = [whole_process([leansync, "--database-url", url, "report", "--output", str(out)])

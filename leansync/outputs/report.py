@@ -101,13 +101,12 @@ def gather(conn: Connection, *, since: datetime | None = None) -> ReportData:
     data.changes = [tuple(row) for row in conn.execute(window(
         select(E.event_time, E.event).where(E.event.in_(CHANGE_KINDS))))]
     data.newest = read.versions(conn, which="listed", limit=NEWEST_LISTED)
-    runs_stmt = select(sync_run).order_by(r.id.desc()).limit(LAST_RUNS + 1)
+    runs_stmt = select(sync_run).order_by(r.id.desc()).limit(LAST_RUNS)
     if since is not None:
         runs_stmt = runs_stmt.where(r.started_at >= since)
-    runs = [dict(row._mapping) for row in conn.execute(runs_stmt)][::-1]  # oldest first; one more, to compare
-    for previous, run in zip(runs, runs[1:] + [None]):
-        previous["backfill"] = is_backfill(previous, run)
-    data.last_runs = runs[-LAST_RUNS:]
+    data.last_runs = [dict(row._mapping) for row in conn.execute(runs_stmt)][::-1]  # oldest first
+    for run, following in zip(data.last_runs, [*data.last_runs[1:], None]):
+        run["backfill"] = is_backfill(run, following)
     return data
 
 
