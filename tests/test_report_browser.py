@@ -208,3 +208,12 @@ def test_the_browser_check_sees_a_request_that_leaves_the_file(tmp_path, browser
 def test_chromium_is_debians(browser):
     assert shutil.which("chromium") == str(CHROMIUM)
     assert browser.capabilities["browserName"] in ("chrome", "chromium")
+
+
+def test_a_missing_browser_fails_where_the_browser_is_required(monkeypatch):
+    monkeypatch.setenv(REQUIRE_BROWSER, "1")
+    with pytest.raises(pytest.fail.Exception, match="LEANSYNC_REQUIRE_BROWSER=1, so the browser tests must run"):
+        _browser_unavailable(BROWSER_HINT)
+    monkeypatch.delenv(REQUIRE_BROWSER)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
+        _browser_unavailable(BROWSER_HINT)
