@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from weeks import backfill_weeks
+from weeks import MARKUP_NAME, backfill_weeks
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -74,6 +74,8 @@ return {
   subplots: Array.from(gd.querySelectorAll('.cartesianlayer > .subplot')).map(
       s => ({id: s.classList[1], marks: s.querySelectorAll('.point path, .point').length})),
   tableCells: gd.querySelectorAll('.table .column-cell .cell-text').length,
+  tableTexts: Array.from(gd.querySelectorAll('.table .cell-text')).map(t => t.textContent),
+  tableItalics: gd.querySelectorAll('.table i').length,
   tableLinks: Array.from(gd.querySelectorAll('.table a')).map(
       a => a.getAttribute('href') || a.getAttributeNS('http://www.w3.org/1999/xlink', 'href')),
   titles: Array.from(gd.querySelectorAll('.annotation-text')).map(t => t.textContent),
@@ -180,6 +182,7 @@ def test_the_report_draws_every_chart_offline_with_the_numbers_sql_gives(
     assert {kind for _, kind in sql["changes"]} == {"changed", "removed", "restored"}
     table = next(t for t in traces if t["type"] == "table")["cells"]
     assert [int(v) for v in table[0]] == [version_id for version_id, _ in sql["newest"]]
+    assert MARKUP_NAME in page["tableTexts"] and page["tableItalics"] == 0  # the API's text shown as text
     assert page["tableLinks"] == [f"https://github.com/QuantConnect/Lean/commit/{h}" for _, h in sql["newest"]]
     # Runs: backfills marked (those observed at a WHEN), the others drawn with their duration.
     backfill_trace = next(t for t in traces if t["name"] == "backfill (no duration; red: failed)")

@@ -6,7 +6,7 @@ more are released on most run days (every third one private), a description
 is retagged now and then, a version is withdrawn and later listed again. One
 saved answer is broken (that backfill fails and is recorded), and the last
 run is an ordinary one (no --observed-at), so the runs chart has a real
-duration as well as backfills.
+duration as well as backfills; the version it adds is named MARKUP_NAME.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 START = datetime(2026, 9, 7, 6, 0, tzinfo=timezone.utc)  # a Monday
 WEEKS = 7
 STEP = timedelta(days=2)
+MARKUP_NAME = 'v2.5 <i>rc</i> & "beta"'
 
 
 def backfill_weeks(run, write_response, tag_versions, tmp_path) -> list[datetime]:
@@ -47,6 +48,7 @@ def backfill_weeks(run, write_response, tag_versions, tmp_path) -> list[datetime
         moments.append(moment)
         moment += STEP
         day += 1
-    result = run("sync", "-q", "--from-file", write_response(listed + pending[:1]))  # an ordinary run, now
+    newest = dict(pending[0], name=MARKUP_NAME)  # text from the API that looks like markup
+    result = run("sync", "-q", "--from-file", write_response([*listed, newest]))  # an ordinary run, now
     assert result.exit_code == 0, result.output
     return moments

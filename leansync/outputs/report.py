@@ -126,10 +126,11 @@ def is_backfill(run: dict, following: dict | None) -> bool:
 
 
 def _cell(value) -> str:
-    """A table cell in Plotly's HTML-like text: text from the API escaped."""
+    """A table cell in Plotly's HTML-like text: text from the API escaped (`<`, `>`, `&`, which
+    Plotly decodes again; it would show a `&quot;` as it is, and a `"` needs no escape in text)."""
     from leansync.cli.render import shorten, text_value
 
-    return html.escape(shorten(text_value(value), 48))
+    return html.escape(shorten(text_value(value), 48), quote=False)
 
 
 def render(data: ReportData, *, database: str, built_at: datetime, since: datetime | None) -> str:
@@ -140,7 +141,7 @@ def render(data: ReportData, *, database: str, built_at: datetime, since: dateti
     from leansync.timespec import format_utc
 
     period = f"since {format_utc(since)}" if since else "the whole history"
-    title = (f"LEAN engine versions: leansync report<br><sup>database {html.escape(database)} · "
+    title = (f"LEAN engine versions: leansync report<br><sup>database {html.escape(database, quote=False)} · "
              f"built {format_utc(built_at)} · {period}</sup>")
     if not data.runs:
         fig = go.Figure()
