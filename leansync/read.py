@@ -37,6 +37,7 @@ from leansync.store.models import (
     notification,
     sync_run,
 )
+from leansync.outputs.links import commit_url, compare_url
 from leansync.source.payload import FIELD_KEYS
 from leansync.timespec import format_utc
 
@@ -97,14 +98,18 @@ EVENT_KINDS = ("new_version", "changed", "removed", "restored", "new_hash")
 # export. (Not writer.py's *_COLUMNS, which are what a sync inserts.)
 # Listings of a table carry every column it has, raw included (lean_version:
 # raw_digest is left out, and last_seen_at computed: see _last_seen).
-VERSION_LISTING_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw")
+# commit_url (and compare_url) come last: links added to the listings
+# (leansync.outputs.links, from the row's own lean_hash, never lean_cloud_hash).
+VERSION_LISTING_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw",
+                           "commit_url")
 # A state is its seven fields and `extra`, the object's other keys.
-AS_OF_LISTING_COLUMNS = ("id", *API_FIELDS, "extra", "valid_from", "valid_to")
+AS_OF_LISTING_COLUMNS = ("id", *API_FIELDS, "extra", "valid_from", "valid_to", "commit_url")
 STATE_LISTING_COLUMNS = ("version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields", "changes",
-                         *API_FIELDS, "extra", "sync_run_id")
+                         *API_FIELDS, "extra", "sync_run_id", "commit_url")
 HASH_LISTING_COLUMNS = tuple(c.name for c in lean_hash.columns)
 EVENT_LISTING_COLUMNS = ("event_time", "event", "version_id", "changed_fields", "changes", "extra", "hash_kind",
-                         "hash", "sync_run_id")
+                         "hash", "sync_run_id", "commit_url", "compare_url")
+LINK_COLUMNS = ("commit_url", "compare_url")
 # A run's delivery state: how many of its notification rows (one per target) are in each status.
 RUN_NOTIFICATION_COLUMNS = tuple(f"notifications_{status}" for status in NOTIFICATION_STATUSES)
 RUN_LISTING_COLUMNS = (*(c.name for c in sync_run.columns), *RUN_NOTIFICATION_COLUMNS)
@@ -127,7 +132,12 @@ def open_database(url: str) -> Engine:
 
 
 def _rows(result, columns) -> list[dict]:
-    return [{name: row._mapping.get(name) for name in columns} for row in result]
+    """Plain rows; commit_url is built from the row's own lean_hash."""
+    rows = [{name: row._mapping.get(name) for name in columns} for row in result]
+    if "commit_url" in columns:
+        for row in rows:
+            row["commit_url"] = commit_url(row["lean_hash"])
+    return rows
 
 
 def _last_seen():
@@ -148,7 +158,8 @@ def _last_seen():
 
 def _version_columns() -> list:
     """lean_version's columns as the listings show them."""
-    return [_last_seen() if name == "last_seen_at" else V[name] for name in VERSION_LISTING_COLUMNS]
+    return [_last_seen() if name == "last_seen_at" else V[name] for name in VERSION_LISTING_COLUMNS
+            if name not in LINK_COLUMNS]
 
 
 def versions(conn: Connection, *, which: str = "listed", public: bool | None = None,
@@ -240,6 +251,7 @@ def version_states(conn: Connection, version_id: int) -> list[dict]:
             **{name: s[name] for name in API_FIELDS},
             "extra": s["extra"],
             "sync_run_id": s["sync_run_id"],
+            "commit_url": commit_url(s["lean_hash"]),
         })
     return out
 
@@ -260,34 +272,72 @@ def hashes(conn: Connection, *, kind: str | None = None, since: datetime | None 
 _EVENT_RANK = case({kind: rank for rank, kind in enumerate(EVENT_KINDS)}, value=E.event, else_=len(EVENT_KINDS))
 
 
-def events(conn: Connection, *, since: datetime, until: datetime | None = None) -> list[dict]:
-    """The change feed from lean_version_event: since inclusive, until exclusive, oldest first."""
+def _previous_listed_hash():
+    """For a new version: the lean_hash of the highest id below it listed at that moment."""
+    p = lean_version_history.alias("previous_state")
+    return (
+        select(p.c.lean_hash)
+        .where(p.c.version_id < E.version_id, p.c.valid_from <= E.event_time,
+               or_(p.c.valid_to.is_(None), p.c.valid_to > E.event_time))
+        .order_by(p.c.version_id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_EVENT_SOURCE_COLUMNS = (*(n for n in EVENT_LISTING_COLUMNS if n not in ("changes", "extra", *LINK_COLUMNS)),
+                         "history_id")
+
+
+def events(conn: Connection, *, since: datetime | None, until: datetime | None = None,
+           newest: int | None = None, with_state: bool = False) -> list[dict]:
+    """The change feed from lean_version_event: since inclusive, until exclusive, oldest first.
+
+    ``newest``: only the newest that many events of the window (still oldest first).
+    ``with_state``: each row also has "state", the seven fields and extra of the
+    state the event opened or closed (all None for new_hash), and "history_id".
+    """
     new = lean_version_history.alias("new_state")
     old = lean_version_history.alias("old_state")
     stmt = (
         select(
-            *[E[name] for name in EVENT_LISTING_COLUMNS if name not in ("changes", "extra")],
+            *[E[name] for name in _EVENT_SOURCE_COLUMNS],
             *[new.c[f].label(f"new_{f}") for f in STATE_COLUMNS],
             *[old.c[f].label(f"old_{f}") for f in STATE_COLUMNS],
             old.c.id.label("old_id"),
+            case((E.event == "new_version", _previous_listed_hash())).label("previous_lean_hash"),
         )
         .select_from(
             lean_version_event.outerjoin(new, new.c.id == E.history_id)
             .outerjoin(old, old.c.id == E.previous_history_id)
         )
-        .where(E.event_time >= since)
     )
+    if since is not None:
+        stmt = stmt.where(E.event_time >= since)
     if until is not None:
         stmt = stmt.where(E.event_time < until)
-    stmt = stmt.order_by(E.event_time, E.version_id, _EVENT_RANK, E.hash_kind, E.hash)
+    order = (E.event_time, E.version_id, _EVENT_RANK, E.hash_kind, E.hash)
+    if newest is not None:
+        stmt = stmt.order_by(*[c.desc() for c in order]).limit(newest)
+    else:
+        stmt = stmt.order_by(*order)
     out = []
     for row in conn.execute(stmt):
         m = row._mapping
         old_values = {f: m[f"old_{f}"] for f in STATE_COLUMNS} if m["old_id"] is not None else None
         new_values = {f: m[f"new_{f}"] for f in STATE_COLUMNS}
+        # The event's own leanHash: its state's, or the new hash itself (a lean one only).
+        lean = m["hash"] if m["event"] == "new_hash" and m["hash_kind"] == "lean" else new_values["lean_hash"]
         computed = {"changes": _field_changes(old_values, new_values, m["changed_fields"]),
-                    "extra": new_values["extra"]}
-        out.append({name: computed[name] if name in computed else m[name] for name in EVENT_LISTING_COLUMNS})
+                    "extra": new_values["extra"],
+                    "commit_url": commit_url(lean),
+                    "compare_url": compare_url(m["previous_lean_hash"], lean) if m["event"] == "new_version" else None}
+        row_out = {name: computed[name] if name in computed else m[name] for name in EVENT_LISTING_COLUMNS}
+        if with_state:
+            row_out.update(state=new_values, history_id=m["history_id"])
+        out.append(row_out)
+    if newest is not None:
+        out.reverse()
     return out
 
 

@@ -187,7 +187,8 @@ def test_versions_lists_the_current_list_newest_id_first_with_every_column(run, 
     rows = json_and_csv(run, "versions")
     assert subset(rows) == newest_first([v[x] for x in "bcdefgh"])
     assert list(rows[0]) == ["id", "name", "description", "ref", "lean_hash", "lean_cloud_hash", "public",
-                             "created", "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw"]
+                             "created", "first_seen_at", "last_seen_at", "updated_at", "removed_at", "raw",
+                             "commit_url"]  # links come last (tests/test_read_links.py)
     # raw: the API's object exactly as last sent, unmodelled keys included
     assert {r["id"]: r["raw"] for r in rows} == {v[x]["id"]: v[x] for x in "bcdefgh"}
     assert rows[-1]["id"] == v["h"]["id"] and rows[-1]["raw"]["notes"] == UNMODELLED["notes"]
@@ -243,7 +244,7 @@ def test_versions_as_of_every_run_returns_exactly_that_runs_list(run, scenario):
 def test_versions_as_of_columns_and_validity(run, scenario):
     v = scenario.v
     rows = json_and_csv(run, "versions", "--as-of", iso(T5))
-    assert list(rows[0]) == [*API_KEYS, "extra", "valid_from", "valid_to"]
+    assert list(rows[0]) == [*API_KEYS, "extra", "valid_from", "valid_to", "commit_url"]
     # extra: the state's other keys, null where there are none.
     assert {r["id"]: r["extra"] for r in rows if r["extra"] is not None} == {v["h"]["id"]: UNMODELLED}
     validity = {r["id"]: (r["valid_from"], r["valid_to"]) for r in rows}
@@ -315,7 +316,7 @@ def test_versions_with_no_rows_prints_the_header_or_an_empty_export(run, scenari
         "id", "name", "ref", "public", "created", "lean_hash", "lean_cloud_hash", "valid_from", "description"]
     assert run("versions", "--as-of", "2025-01-01", "--format", "json").stdout.strip() == "[]"
     assert run("versions", "--as-of", "2025-01-01", "--format", "csv").stdout.strip() == ",".join(
-        [*API_KEYS, "extra", "valid_from", "valid_to"])
+        [*API_KEYS, "extra", "valid_from", "valid_to", "commit_url"])
 
 
 # --- show -------------------------------------------------------------------------
@@ -324,7 +325,8 @@ def test_show_lists_every_state_with_old_and_new_values(run, scenario):
     v, o = scenario.v, scenario.original
     states = json_and_csv(run, "show", v["b"]["id"])
     assert list(states[0]) == ["version_id", "valid_from", "valid_to", "event", "ended_by", "changed_fields",
-                               "changes", *API_KEYS[1:], "extra", "sync_run_id"]  # the history keeps no raw
+                               "changes", *API_KEYS[1:], "extra", "sync_run_id",
+                               "commit_url"]  # the history keeps no raw
     assert [(s["valid_from"], s["valid_to"], s["event"], s["ended_by"], s["changed_fields"], s["sync_run_id"])
             for s in states] == [
         (iso(T1), iso(T2), "new_version", "changed", None, 1),
@@ -450,7 +452,7 @@ def test_changes_feed_in_time_order(run, scenario):
     a, b, c, d, e, f, g, h = (v[x]["id"] for x in "abcdefgh")
     rows = json_and_csv(run, "changes", "--since", iso(T2))
     assert list(rows[0]) == ["event_time", "event", "version_id", "changed_fields", "changes", "extra", "hash_kind",
-                             "hash", "sync_run_id"]
+                             "hash", "sync_run_id", "commit_url", "compare_url"]
     assert _feed(rows) == [
         (iso(T2), "new_version", g, None, None, None, 2),
         (iso(T2), "changed", e, "public", None, None, 2),

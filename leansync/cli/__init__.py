@@ -146,12 +146,12 @@ def main() -> None:
 
 
 # The commands live in submodules, which import this one for AppContext.
-from leansync.cli import db as _db, integrations as _integrations, query as _query, sync as _sync  # noqa: E402
-from leansync.cli import notify as _notify  # noqa: E402
+from leansync.cli import db as _db, integrations as _integrations, publish as _publish, query as _query  # noqa: E402
+from leansync.cli import notify as _notify, sync as _sync  # noqa: E402
 
 for _command in (_sync.sync_command, _notify.notify_command, _db.db_group, _query.versions_command,
                  _query.export_command, _query.show_command, _query.hashes_command, _query.changes_command,
                  _query.runs_command,
                  _query.check_command, _integrations.metrics_command,
-                 _integrations.datasette_metadata_command):
+                 _integrations.datasette_metadata_command, _publish.feed_command, _publish.report_command):
     cli.add_command(_command)

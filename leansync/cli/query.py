@@ -92,7 +92,8 @@ def versions_command(app: AppContext, show_all, removed, public, as_of, limit, f
     JSON and CSV carry every column of lean_version in full, raw (the API's
     object as last seen) included, and last_seen_at. With --as-of the columns
     are the state at that moment from the history: the seven fields, extra
-    (the object's other keys) and its valid_from/valid_to.
+    (the object's other keys) and its valid_from/valid_to. Both end with
+    commit_url, the leanHash's commit (LEANSYNC_LEAN_REPO_URL).
 
     \b
     Example:
@@ -155,8 +156,8 @@ def show_command(app: AppContext, version_id: int, fmt: str):
     """Show one version and every state it has had.
 
     Each state has valid_from, valid_to, the event that opened it, what ended
-    it (changed or removed) and the changed fields with old → new values.
-    JSON and CSV are the states, one row each with every column; the
+    it (changed or removed) and the changed fields with old → new values;
+    commit_url links the state's leanHash (LEANSYNC_LEAN_REPO_URL). JSON and CSV are the states, one row each with every column; the
     version's own row (its times and raw) is in `versions --all`.
 
     \b
@@ -179,8 +180,8 @@ def show_command(app: AppContext, version_id: int, fmt: str):
         status = f"removed {text_value(summary['removed_at'])}" if summary["removed_at"] else "listed"
         click.echo(f"version {version_id}: {status}; first seen {text_value(summary['first_seen_at'])}, "
                    f"last seen {text_value(summary['last_seen_at'])}, updated {text_value(summary['updated_at'])}")
-        width = max(len(name) for name in read.API_FIELDS)
-        for name in read.API_FIELDS:
+        width = max(len(name) for name in read.API_FIELDS)  # commit_url is shorter than lean_cloud_hash
+        for name in (*read.API_FIELDS, "commit_url"):
             click.echo(f"  {name.ljust(width)}  {printable(text_value(summary[name]))}")
         click.echo()
     emit(states, read.STATE_LISTING_COLUMNS, fmt,
@@ -233,7 +234,8 @@ def changes_command(app: AppContext, since, until, fmt):
     Events: new_version, changed, removed, restored, new_hash (from the
     lean_version_event view). Changed and restored events show the fields
     and other keys that differ, old → new; JSON and CSV carry the state's
-    extra too. --since is inclusive, --until exclusive.
+    extra too, commit_url (the event's leanHash) and, for new versions,
+    compare_url (against the highest id below it listed then). --since is inclusive, --until exclusive.
 
     \b
     Example:

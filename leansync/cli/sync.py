@@ -7,6 +7,7 @@ import click
 
 from leansync.cli import AppContext, verbosity_options
 from leansync.cli.integrations import metrics_file_option, write_metrics_file
+from leansync.cli.publish import check_publish_options, feed_file_option, report_file_option, write_published_files
 from leansync.cli.query import Duration, When
 from leansync.cli.render import printable
 from leansync.config import DEFAULT_API_URL, ENV_API_URL
@@ -75,6 +76,8 @@ SHOWN_CHANGES = 20  # lines of detail in the human summary; --dry-run shows all
               help="Apply a run even if it removes more than half of the listed versions.")
 @notify_options
 @metrics_file_option
+@feed_file_option
+@report_file_option
 @verbosity_options
 @click.pass_obj
 def sync_command(app: AppContext, as_json: bool, **options):
@@ -91,8 +94,11 @@ def sync_command(app: AppContext, as_json: bool, **options):
       leansync sync --deadline 120 --max-response-mb 64
       leansync sync -q --metrics-file /var/lib/node_exporter/textfile/leansync.prom
       LEANSYNC_NOTIFY=slack://T.../B.../C... leansync sync -q   # tell a channel when LEAN changes
+      leansync sync -q --feed-file /var/www/leansync/lean-versions.atom --report-file /var/www/leansync/index.html
     """
     metrics_file = options.pop("metrics_file")  # the CLI's own, like --json
+    published = options.pop("feed_file"), options.pop("report_file")
+    check_publish_options(*published, dry_run=options["dry_run"])
     if options["dry_run"] and metrics_file is not None:
         raise click.UsageError("--metrics-file cannot be combined with --dry-run, which writes nothing")
     # Every other option is a keyword of leansync.run_sync: a new one needs no plumbing here.
@@ -109,6 +115,7 @@ def sync_command(app: AppContext, as_json: bool, **options):
         raise  # the group prints the one sentence on stderr and exits with the error's code
     if metrics_file is not None:
         write_metrics_file(app, metrics_file)
+    write_published_files(app, *published)
     _print_result(result, as_json=as_json, quiet=app.quiet, database_url=app.resolved_database_url())
     print_notify_warnings(result.notifications)
 
