@@ -126,7 +126,7 @@ def test_every_readme_command_runs_after_the_quick_start(quick_start, shell_env,
         for command in commands(block):
             ran += 1
             result = shell(command, cwd=elsewhere, env=shell_env)
-            redirect = re.search(r" > (\S+)", command)
+            redirect = re.search(r" (?:>|--output) (\S+)", command)  # the answer is that file
             printed = (elsewhere / redirect.group(1)).read_text() if redirect else result.stdout
             if result.returncode != 0 or not printed.strip():
                 failures.append(f"$ {command}\nexit {result.returncode}\n{result.stdout[-500:]}{result.stderr}")
