@@ -40,6 +40,17 @@ def isolated_env(tmp_path_factory, monkeypatch):
     return home
 
 
+def pytest_addoption(parser, pluginmanager):
+    """Without pytest-xdist (`-p no:xdist`, or not installed) the suite runs in one process.
+
+    pyproject.toml's addopts ask xdist for parallel workers; these stand-ins
+    accept those options so that pytest does not refuse them.
+    """
+    if not pluginmanager.has_plugin("xdist"):
+        for name in ("--numprocesses", "--dist"):
+            parser.addoption(name, help="ignored: pytest-xdist is not loaded, the tests run in this process")
+
+
 BACKENDS = ["sqlite", "postgresql"]
 REQUIRE_POSTGRES = "LEANSYNC_REQUIRE_POSTGRES"
 
@@ -53,7 +64,7 @@ def _postgres_unavailable(reason: str):
 
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    """A throwaway PostgreSQL server for the whole session (see tests/pg_cluster.py)."""
+    """A throwaway PostgreSQL server for the whole session, one per xdist worker (see tests/pg_cluster.py)."""
     bindir = find_bindir()
     if bindir is None:
         _postgres_unavailable(INSTALL_HINT)
@@ -122,16 +133,25 @@ def pytest_collection_modifyitems(config, items):
             dropped.append(item)
         else:
             kept.append(item)
-            if backend:
-                _BACKEND_OF[item.nodeid] = backend
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
 
 
-# Outcomes per backend, for the summary line that shows CI ran both.
-_BACKEND_OF: dict[str, str] = {}
+# Outcomes per backend, for the summary line that shows CI ran both. Under
+# pytest-xdist the workers run the tests and the controller prints the
+# summary: each report carries its backend (xdist sends a report's attributes
+# along), and the controller counts the reports it receives.
 _OUTCOMES: dict[str, Counter] = {name: Counter() for name in BACKENDS}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    callspec = getattr(item, "callspec", None)
+    if callspec and "database_url" in callspec.params:
+        report.database_backend = callspec.params["database_url"]
+    return report
 
 
 def pytest_report_header(config):
@@ -142,7 +162,7 @@ def pytest_report_header(config):
 
 
 def pytest_runtest_logreport(report):
-    backend = _BACKEND_OF.get(report.nodeid)
+    backend = getattr(report, "database_backend", None)
     if backend is None:
         return
     if report.failed:

@@ -3,7 +3,8 @@
 ``PostgresCluster.start()`` runs initdb and pg_ctl in a private temporary
 folder: TCP on 127.0.0.1 and a free port, the unix socket inside that
 folder, trust authentication, fsync off (the data is thrown away). ``stop()``
-shuts the server down and deletes the folder.
+shuts the server down and deletes the folder. Several clusters can run at
+once (one per pytest-xdist worker): each has its own folder and port.
 
 PostgreSQL refuses to run as root, so as root the server runs as the
 ``postgres`` system user that Debian's package creates (or ``nobody``), via
