@@ -205,7 +205,12 @@ class PostgresCluster:
 
     def create_database(self) -> str:
         name = f"test_{next(self._names)}"
-        self._admin_connection().execute(f'CREATE DATABASE "{name}"')
+        admin = self._admin_connection()
+        # FILE_COPY (PostgreSQL 15+) copies template1's files; the default,
+        # WAL_LOG, also writes all of them to the WAL, which made creating the
+        # database a large part of a short test's time.
+        strategy = " STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else ""
+        admin.execute(f'CREATE DATABASE "{name}"{strategy}')
         return name
 
     def drop_database(self, name: str) -> None:
