@@ -90,6 +90,16 @@ def postgres_database(postgres_cluster):
                     "(leansync's own engines use NullPool on PostgreSQL)", pytrace=False)
 
 
+def pytest_collection_finish(session):
+    """Leave what exists after collection (modules, test items) out of every later garbage collection.
+
+    `postgres_database` runs a full collection after each test; without this
+    each one walks the whole heap of imported libraries again.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _collect_leaked_connections() -> int:
     """Collect garbage now, counting psycopg connections that were never closed.
 
