@@ -205,13 +205,20 @@ class PostgresCluster:
 
     def create_database(self) -> str:
         name = f"test_{next(self._names)}"
-        admin = self._admin_connection()
-        # FILE_COPY (PostgreSQL 15+) copies template1's files; the default,
+        self._admin_connection().execute(f'CREATE DATABASE "{name}"{self._copy_strategy()}')
+        return name
+
+    def _copy_strategy(self) -> str:
+        # FILE_COPY (PostgreSQL 15+) copies the template's files; the default,
         # WAL_LOG, also writes all of them to the WAL, which made creating the
         # database a large part of a short test's time.
-        strategy = " STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else ""
-        admin.execute(f'CREATE DATABASE "{name}"{strategy}')
-        return name
+        return " STRATEGY FILE_COPY" if self._admin_connection().info.server_version >= 150000 else ""
+
+    def clone_database(self, template: str, name: str) -> None:
+        """Replace the database ``name`` with a copy of ``template`` (neither may have open connections)."""
+        admin = self._admin_connection()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{self._copy_strategy()}')
 
     def drop_database(self, name: str) -> None:
         # FORCE: a test that leaked a connection must not keep its database alive.
