@@ -4,6 +4,12 @@ Every test gets a private HOME (so ~/.lean/credentials and the default
 database never touch the real ones) and an environment without leansync's
 or QuantConnect's variables. ``database_url`` is parametrised over the
 backends: each test that takes it runs on SQLite and on PostgreSQL.
+
+The suite runs in parallel (pytest-xdist, see pyproject.toml's addopts):
+each worker process has its own PostgreSQL cluster and runs its tests next
+to another worker's. So a test takes its files from tmp_path (or
+tmp_path_factory) and its ports from the system (bind to port 0), never a
+fixed path or port.
 """
 
 import gc
