@@ -57,6 +57,21 @@ def pytest_addoption(parser, pluginmanager):
             parser.addoption(name, help="ignored: pytest-xdist is not loaded, the tests run in this process")
 
 
+MAX_WORKERS = 4  # the longest tests take about a quarter of the suite's time; more workers buy little
+
+
+@pytest.hookimpl(optionalhook=True, wrapper=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n logical`: a worker per CPU this process may run on (not the host's, in a container), at most MAX_WORKERS.
+
+    PYTEST_XDIST_AUTO_NUM_WORKERS, when set, is taken as it is.
+    """
+    count = yield
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return count
+    return max(1, min(count, len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 BACKENDS = ["sqlite", "postgresql"]
 REQUIRE_POSTGRES = "LEANSYNC_REQUIRE_POSTGRES"
 
