@@ -4,6 +4,12 @@ Every test gets a private HOME (so ~/.lean/credentials and the default
 database never touch the real ones) and an environment without leansync's
 or QuantConnect's variables. ``database_url`` is parametrised over the
 backends: each test that takes it runs on SQLite and on PostgreSQL.
+
+The suite runs in parallel (pytest-xdist, see pyproject.toml's addopts):
+each worker process has its own PostgreSQL cluster and runs its tests next
+to another worker's. So a test takes its files from tmp_path (or
+tmp_path_factory) and its ports from the system (bind to port 0), never a
+fixed path or port.
 """
 
 import gc
@@ -40,6 +46,32 @@ def isolated_env(tmp_path_factory, monkeypatch):
     return home
 
 
+def pytest_addoption(parser, pluginmanager):
+    """Without pytest-xdist (`-p no:xdist`, or not installed) the suite runs in one process.
+
+    pyproject.toml's addopts ask xdist for parallel workers; these stand-ins
+    accept those options so that pytest does not refuse them.
+    """
+    if not pluginmanager.has_plugin("xdist"):
+        for name in ("--numprocesses", "--dist"):
+            parser.addoption(name, help="ignored: pytest-xdist is not loaded, the tests run in this process")
+
+
+MAX_WORKERS = 4  # the longest tests take about a quarter of the suite's time; more workers buy little
+
+
+@pytest.hookimpl(optionalhook=True, wrapper=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n logical`: a worker per CPU this process may run on (not the host's, in a container), at most MAX_WORKERS.
+
+    PYTEST_XDIST_AUTO_NUM_WORKERS, when set, is taken as it is.
+    """
+    count = yield
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return count
+    return max(1, min(count, len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 BACKENDS = ["sqlite", "postgresql"]
 REQUIRE_POSTGRES = "LEANSYNC_REQUIRE_POSTGRES"
 
@@ -53,7 +85,7 @@ def _postgres_unavailable(reason: str):
 
 @pytest.fixture(scope="session")
 def postgres_cluster():
-    """A throwaway PostgreSQL server for the whole session (see tests/pg_cluster.py)."""
+    """A throwaway PostgreSQL server for the whole session, one per xdist worker (see tests/pg_cluster.py)."""
     bindir = find_bindir()
     if bindir is None:
         _postgres_unavailable(INSTALL_HINT)
@@ -77,6 +109,16 @@ def postgres_database(postgres_cluster):
     if leaked:
         pytest.fail(f"the test left {leaked} psycopg connection(s) open; dispose() engines it creates "
                     "(leansync's own engines use NullPool on PostgreSQL)", pytrace=False)
+
+
+def pytest_collection_finish(session):
+    """Leave what exists after collection (modules, test items) out of every later garbage collection.
+
+    `postgres_database` runs a full collection after each test; without this
+    each one walks the whole heap of imported libraries again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _collect_leaked_connections() -> int:
@@ -123,16 +165,25 @@ def pytest_collection_modifyitems(config, items):
             dropped.append(item)
         else:
             kept.append(item)
-            if backend:
-                _BACKEND_OF[item.nodeid] = backend
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
 
 
-# Outcomes per backend, for the summary line that shows CI ran both.
-_BACKEND_OF: dict[str, str] = {}
+# Outcomes per backend, for the summary line that shows CI ran both. Under
+# pytest-xdist the workers run the tests and the controller prints the
+# summary: each report carries its backend (xdist sends a report's attributes
+# along), and the controller counts the reports it receives.
 _OUTCOMES: dict[str, Counter] = {name: Counter() for name in BACKENDS}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    callspec = getattr(item, "callspec", None)
+    if callspec and "database_url" in callspec.params:
+        report.database_backend = callspec.params["database_url"]
+    return report
 
 
 def pytest_report_header(config):
@@ -143,7 +194,7 @@ def pytest_report_header(config):
 
 
 def pytest_runtest_logreport(report):
-    backend = _BACKEND_OF.get(report.nodeid)
+    backend = getattr(report, "database_backend", None)
     if backend is None:
         return
     if report.failed:

@@ -1,7 +1,10 @@
 """The read commands on a history built by real syncs.
 
 One scenario, synced through the CLI at frozen times (inserts, changes,
-removals, restores and a failed run), answers every question: the expected
+removals, restores and a failed run), answers every question. It is synced
+once per backend (and xdist worker) into a template database, and each test
+reads its own copy of that, byte for byte (SQLite) or as a PostgreSQL
+CREATE DATABASE ... TEMPLATE. The expected
 values below are written out by hand from the scenario, not computed by
 leansync's own code.
 
@@ -15,12 +18,15 @@ leansync's own code.
     T6 2026-04-13 09:00         a removed                              run 6
 """
 
+import copy
 import csv
 import io
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +38,7 @@ from sqlalchemy import create_engine, inspect, text
 from leansync import read
 from leansync.store import database
 from leansync.cli import cli
+from samples import response
 
 UTC = timezone.utc
 T1 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -85,16 +92,21 @@ def newest_first(versions: list[dict]) -> list[dict]:
     return sorted((api_row(v) for v in versions), key=lambda r: -r["id"])
 
 
-@pytest.fixture
-def scenario(run, write_response, tag_versions, tmp_path) -> Scenario:
+def build_scenario(url: str, tag_versions: list[dict], folder: Path) -> Scenario:
+    """Sync the scenario into the empty database at ``url``; its responses are written to ``folder``."""
     v = {letter: dict(version) for letter, version in zip("abcdefgh", tag_versions[:8])}
     original = {k: dict(x) for k, x in v.items()}
     snapshots = {}
 
+    def run(*args):
+        return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], catch_exceptions=False)
+
     def sync_at(moment, letters):
         listed = [dict(v[x]) for x in letters]
+        path = folder / f"response-{len(snapshots)}.json"
+        path.write_text(json.dumps(response(listed)))
         with freeze_time(moment):
-            result = run("sync", "-q", "--from-file", write_response(listed))
+            result = run("sync", "-q", "--from-file", path)
         assert result.exit_code == 0, result.output
         snapshots[moment] = listed
 
@@ -105,7 +117,7 @@ def scenario(run, write_response, tag_versions, tmp_path) -> Scenario:
     sync_at(T2, "abdefg")
     v["c"]["name"] += "-rc"
     sync_at(T3, "abcefg")
-    bad = tmp_path / "truncated.json"
+    bad = folder / "truncated.json"
     bad.write_text('{"versions": [')
     with freeze_time(T4):
         failed = run("sync", "-q", "--from-file", bad)
@@ -115,6 +127,32 @@ def scenario(run, write_response, tag_versions, tmp_path) -> Scenario:
     sync_at(T5, "abcdefgh")
     sync_at(T6, "bcdefgh")
     return Scenario(v=v, original=original, snapshots=snapshots, bad_file=str(bad))
+
+
+@pytest.fixture(scope="session")
+def scenario_templates() -> dict:
+    """The scenario synced once per backend (and xdist worker): its template database and Scenario."""
+    return {}
+
+
+@pytest.fixture
+def scenario(request, database_url, tag_versions, scenario_templates, tmp_path_factory) -> Scenario:
+    """The test's database holds the scenario: a copy of a template synced once, exactly as the syncs left it."""
+    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    cluster = request.getfixturevalue("postgres_cluster") if backend == "postgresql" else None
+    if backend not in scenario_templates:
+        folder = tmp_path_factory.mktemp(f"scenario-{backend}")
+        template = f"sqlite:///{folder / 'template.db'}" if cluster is None else cluster.url(
+            cluster.create_database())
+        scenario_templates[backend] = template, build_scenario(template, tag_versions, folder)
+    template, built = scenario_templates[backend]
+    if cluster is None:
+        source = Path(template.removeprefix("sqlite:///"))
+        assert not source.with_name(source.name + "-wal").exists(), "the template's WAL was not checkpointed"
+        shutil.copyfile(source, database_url.removeprefix("sqlite:///"))
+    else:
+        cluster.clone_database(template.rsplit("/", 1)[1], database_url.rsplit("/", 1)[1])
+    return copy.deepcopy(built)
 
 
 def stdout_json(result):
