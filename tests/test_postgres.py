@@ -379,7 +379,10 @@ def test_bulk_writes_take_the_same_round_trips_for_20_or_2000_new_versions(datab
     assert big["CopyData"] > small["CopyData"]  # the rows went that way
     assert big["Bind"] == small["Bind"]  # and not one statement per row
     assert big["Sync"] + big["Query"] <= small["Sync"] + small["Query"] + 2
-    assert big["Sync"] + big["Query"] < 40, (small, big)
+    # The whole run: connect (5), the UTC session (1), lock and unlock, schema, clock, the index (a
+    # server-side cursor), the writes, the check that the lock is still held at the commit, and
+    # the read for pending notifications.
+    assert big["Sync"] + big["Query"] < 42, (small, big)
 
 
 # -- an unreachable server ------------------------------------------------------

@@ -1,6 +1,7 @@
 """`leansync sync`: fetch the list, record what changed."""
 
 import json
+from itertools import takewhile
 from typing import TYPE_CHECKING
 
 import click
@@ -199,11 +200,14 @@ def _print_plan(result: "SyncResult", *, head: str, every: bool) -> None:
     for change in shown:
         click.echo("  " + printable(_describe(change)))
     if len(changes) > len(shown):
-        # Versions and hashes counted apart, so each adds up with the line above.
-        hidden = changes[len(shown):]
-        hashes = sum(change["action"] == "new_hash" for change in hidden)
-        parts = [f"{n} more {what}" for n, what in ((len(hidden) - hashes, "version changes"),
-                                                   (hashes, "new hashes")) if n]
+        # Versions and hashes counted apart, so each adds up with the line above. Changes list the
+        # versions' first, then the hashes: the counts say how many of each are hidden, without
+        # reading (a huge first run's) every change back.
+        versions = sum(counts[name] for name in ("inserted", "updated", "restored", "removed"))
+        hidden_versions = max(versions - len(shown), 0)
+        hidden_hashes = len(changes) - len(shown) - hidden_versions
+        parts = [f"{n} more {what}" for n, what in ((hidden_versions, "version changes"),
+                                                   (hidden_hashes, "new hashes")) if n]
         click.echo(f"  ... and {' and '.join(parts)}; to list them all: {_changes_since(result)}")
 
 
@@ -217,7 +221,8 @@ def _print_where_and_next(result: "SyncResult", database_url: str) -> None:
     first = counts["inserted"] == counts["versions_seen"] and not (
         counts["updated"] or counts["unchanged"] or counts["removed"] or counts["restored"])
     if first and counts["inserted"]:
-        newest = max(change["id"] for change in result.changes if change["action"] == "insert")
+        # A first run's changes are its inserts, then its hashes: stop before the hashes.
+        newest = max(change["id"] for change in takewhile(lambda c: c["action"] == "insert", result.changes))
         click.echo("try next:")
         for command in ("leansync versions --limit 5", f"leansync show {newest}", _changes_since(result)):
             click.echo(f"  {command}")

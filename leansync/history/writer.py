@@ -41,7 +41,9 @@ from leansync.source.payload import MODELLED_KEYS, Version
 CREATED = API_FIELDS.index("created")
 FIELD_LIST = ", ".join(API_FIELDS)
 FETCH_ROWS = 10_000  # rows per fetch, ids per slice of text
-STREAM = {"stream_results": True}  # a server-side cursor on PostgreSQL: rows come as they are fetched
+# A server-side cursor on PostgreSQL, fetched FETCH_ROWS at a time from the first fetch on
+# (stream_results alone starts at 1 row and grows: two more round trips on every run).
+STREAM = {"stream_results": True, "max_row_buffer": FETCH_ROWS, "yield_per": FETCH_ROWS}
 VERSION_COLUMNS = ("id", *API_FIELDS, "first_seen_at", "updated_at", "removed_at", "raw", "raw_digest")
 
 

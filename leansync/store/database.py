@@ -200,10 +200,13 @@ def _configure_postgresql(engine: Engine) -> None:
         # 23:59:59Z is already year 10000, which Python cannot hold. A SET,
         # not the startup packet's `options`: libpq sends PGTZ as a startup
         # parameter that overrides `options`, and PgBouncer refuses `options`.
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SET TIME ZONE 'UTC'")
-        cursor.close()
-        dbapi_connection.commit()
+        # Outside a transaction: one round trip, not BEGIN, SET and COMMIT.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            dbapi_connection.execute("SET TIME ZONE 'UTC'")
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 # SQLite's own lock bytes (os_unix.c): a reader holds a read lock on the

@@ -86,6 +86,9 @@ def deliver_pending(lock: "RunLock", targets: list[Target], *, timeout: float = 
     url = lock.url
     by_key = {t.key: t for t in targets}
     delivery = Delivery()
+    with database_errors(url), lock.connect() as conn:  # most runs: nothing pending, one read and done
+        if conn.execute(select(N.id).where(N.status == "pending").limit(1)).first() is None:
+            return delivery
     with database_errors(url), lock.begin() as conn:
         delivery.abandoned = _abandon(conn, by_key, max_age=max_age, warnings=delivery.warnings)
         pending = conn.execute(select(N.id, N.sync_run_id, N.target_key, N.target_label)
