@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from leansync.errors import GuardError, PayloadError
+from leansync.errors import GuardError
 from leansync.store.models import API_FIELDS
 from leansync.source.payload import DIGEST_SIZE, Version, decode_id, decode_version, duplicate_id_error
 
