@@ -255,12 +255,6 @@ def test_a_utf8_byte_order_mark_is_accepted():
     assert [v.id for v in decode_all(body, source="x")] == [1]
 
 
-def test_parse_json_accepts_str_and_utf8_bytes():
-    document = {"versions": [{"id": 1, "description": "Ünïcode"}]}
-    assert parse_json(json.dumps(document), source="x") == document
-    assert parse_json(json.dumps(document, ensure_ascii=False).encode("utf-8"), source="x") == document
-
-
 # --- digest ----------------------------------------------------------------------------------------
 
 
