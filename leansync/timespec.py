@@ -64,6 +64,17 @@ def format_utc(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
+def utc_text_values(value):
+    """``value`` as JSON output writes it: every timestamp in it as format_utc text, the rest as is."""
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if isinstance(value, dict):
+        return {k: utc_text_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [utc_text_values(v) for v in value]
+    return value
+
+
 def format_age(seconds: float) -> str:
     """A short human age: 45s, 12m, 5h 3m, 2d 4h."""
     seconds = int(seconds)

@@ -15,11 +15,10 @@ import io
 import json
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 import click
 
-from leansync.timespec import format_utc
+from leansync.timespec import utc_text_values
 
 FORMATS = ("table", "json", "csv")
 TABLE_TEXT_WIDTH = 60  # long free text (descriptions, errors) is shortened in tables only
@@ -48,30 +47,20 @@ def format_option(func):
                         help="table for people; json (array of objects) or csv (header row) to export.")(func)
 
 
-def _json_value(value):
-    if isinstance(value, datetime):
-        return format_utc(value)
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    return value
-
-
 def text_value(value) -> str:
     """A cell as text: the same spelling in CSV and tables; objects as JSON text."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    value = _json_value(value)
+    value = utc_text_values(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return str(value)
 
 
 def to_json(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    document = [{name: _json_value(row[name]) for name in columns} for row in rows]
+    document = [{name: utc_text_values(row[name]) for name in columns} for row in rows]
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 

@@ -11,7 +11,6 @@ its order; links come from leansync.outputs.links only.
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
@@ -19,7 +18,7 @@ from leansync.library import COUNT_NAMES
 from leansync.outputs.links import commit_url, compare_url
 from leansync.read import EVENT_LISTING_COLUMNS, events, lean_version_event
 from leansync.store.models import lean_version_history, sync_run
-from leansync.timespec import format_utc
+from leansync.timespec import format_utc, utc_text_values
 
 SCHEMA = "leansync.run/1"
 MAX_LINES = 20
@@ -58,7 +57,7 @@ def build(conn: Connection, run_id: int) -> Digest:
         "started_at": format_utc(started_at),
         "finished_at": format_utc(run["finished_at"]) if run["finished_at"] else None,
         "counts": {name: run[name] for name in COUNT_NAMES},
-        "events": [{name: _plain(event[name]) for name in DOCUMENT_EVENT_KEYS} for event, _ in linked],
+        "events": [{name: utc_text_values(event[name]) for name in DOCUMENT_EVENT_KEYS} for event, _ in linked],
     }
     lines = [_line(event, state) for event, state in linked[:MAX_LINES]]
     if len(linked) > MAX_LINES:
@@ -109,17 +108,6 @@ def _with_links(row: dict, state: dict | None, base: str | None) -> tuple[dict, 
         else:
             event["compare_url"] = None
     return event, state
-
-
-def _plain(value: Any) -> Any:
-    """As `changes --format json` writes it: timestamps as ISO 8601 UTC text."""
-    if isinstance(value, datetime):
-        return format_utc(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 # --- the digest for people -----------------------------------------------------
