@@ -384,17 +384,12 @@ def export(*, database_url: str | None = None, as_of: datetime | None = None) ->
     ConfigError for a database that does not exist or is not at the current
     schema, DatabaseError when it cannot be read.
     """
-    from leansync.store.database import database_errors
     from leansync.store.models import utcnow
-    from leansync.read import api_versions_as_of, open_database
+    from leansync.read import api_versions_as_of, reading
 
     if as_of is not None and (as_of.tzinfo is None or as_of.utcoffset() is None):
         raise ConfigError("as_of must be a timezone-aware datetime")
     url = resolve_database_url(database_url)
-    engine = open_database(url)
-    try:
-        with database_errors(url), engine.connect() as conn:
-            versions = api_versions_as_of(conn, as_of or utcnow())
-    finally:
-        engine.dispose()
+    with reading(url) as conn:
+        versions = api_versions_as_of(conn, as_of or utcnow())
     return {"versions": versions, "success": True, "errors": []}

@@ -9,6 +9,8 @@ rows (dicts keyed by column name, in column order) with Python values:
 timezone-aware UTC datetimes, bools, ints, strings and None.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 
-from leansync.store.database import make_engine, require_schema
+from leansync.store.database import database_errors, make_engine, require_schema
 from leansync.store.models import (
     API_FIELDS,
     NOTIFICATION_STATUSES,
@@ -129,6 +131,17 @@ def open_database(url: str) -> Engine:
     engine = make_engine(url, readonly=True)
     require_schema(engine)
     return engine
+
+
+@contextmanager
+def reading(url: str) -> Iterator[Connection]:
+    """One read-only connection to an existing database at the current schema, for the read side's outputs."""
+    engine = open_database(url)
+    try:
+        with database_errors(url), engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def _rows(result, columns) -> list[dict]:

@@ -62,16 +62,10 @@ class Duration(click.ParamType):
 @contextmanager
 def reading(app: AppContext):
     """A read-only connection to an existing database at the current schema."""
-    from leansync.store.database import database_errors
-    from leansync.read import open_database
+    from leansync.read import reading as read_from
 
-    url = app.resolved_database_url()
-    engine = open_database(url)
-    try:
-        with database_errors(url), engine.connect() as conn:
-            yield conn
-    finally:
-        engine.dispose()
+    with read_from(app.resolved_database_url()) as conn:
+        yield conn
 
 
 # --- versions ----------------------------------------------------------------

@@ -106,13 +106,8 @@ def build_feed(conn: Connection, *, limit: int = DEFAULT_LIMIT, since: datetime 
 def write_feed_file(url: str, path: Path, *, limit: int = DEFAULT_LIMIT) -> None:
     """Rebuild the feed from the database at ``url`` into ``path``, atomically."""
     from leansync.outputs.files import write_atomically
-    from leansync.read import open_database
-    from leansync.store.database import database_errors
+    from leansync.read import reading
 
-    engine = open_database(url)
-    try:
-        with database_errors(url), engine.connect() as conn:
-            document = build_feed(conn, limit=limit)
-    finally:
-        engine.dispose()
+    with reading(url) as conn:
+        document = build_feed(conn, limit=limit)
     write_atomically(path, document, what="the feed file")

@@ -222,16 +222,11 @@ def _duration(run: dict) -> float | None:
 def build_report(url: str, *, since: datetime | None = None, built_at: datetime) -> str:
     """The report of the database at ``url``, read in one read-only connection."""
     from leansync.masking import mask
-    from leansync.read import open_database
-    from leansync.store.database import database_errors
+    from leansync.read import reading
 
     require_plotly()
-    engine = open_database(url)
-    try:
-        with database_errors(url), engine.connect() as conn:
-            data = gather(conn, since=since)
-    finally:
-        engine.dispose()
+    with reading(url) as conn:
+        data = gather(conn, since=since)
     return render(data, database=mask(url), built_at=built_at, since=since)
 
 
