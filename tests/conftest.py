@@ -101,11 +101,15 @@ def postgres_cluster():
 
 @pytest.fixture
 def postgres_database(postgres_cluster):
-    """The name of a fresh, empty database on the session's cluster, dropped afterwards."""
-    name = postgres_cluster.create_database()
+    """The name of an empty database on the session's cluster, as CREATE DATABASE makes it.
+
+    Afterwards it is emptied for a later test, or dropped if the test changed
+    it beyond its public schema (PostgresCluster.give_back).
+    """
+    name = postgres_cluster.take_database()
     yield name
     leaked = _collect_leaked_connections()
-    postgres_cluster.drop_database(name)
+    postgres_cluster.give_back(name)
     if leaked:
         pytest.fail(f"the test left {leaked} psycopg connection(s) open; dispose() engines it creates "
                     "(leansync's own engines use NullPool on PostgreSQL)", pytrace=False)
