@@ -14,7 +14,7 @@ import pytest
 from freezegun import freeze_time
 
 from faults import LEANSYNC, error_sentence, leansync
-from weeks import backfill_weeks
+from weeks import build_weeks
 
 ALL = "1000000"
 
@@ -42,8 +42,9 @@ def event_time(row) -> datetime:
 
 
 @pytest.fixture
-def weeks(run, write_response, tag_versions, tmp_path):
-    return backfill_weeks(run, write_response, tag_versions, tmp_path)
+def weeks(database_copy, tag_versions):
+    """The test's database holds the backfilled weeks (a copy of a template); the runs' observed-at moments."""
+    return database_copy("weeks", lambda url, folder: build_weeks(url, folder, tag_versions))
 
 
 def test_entries_are_the_events_changes_lists_for_the_same_window(run, weeks):

@@ -18,12 +18,10 @@ leansync's own code.
     T6 2026-04-13 09:00         a removed                              run 6
 """
 
-import copy
 import csv
 import io
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -129,30 +127,10 @@ def build_scenario(url: str, tag_versions: list[dict], folder: Path) -> Scenario
     return Scenario(v=v, original=original, snapshots=snapshots, bad_file=str(bad))
 
 
-@pytest.fixture(scope="session")
-def scenario_templates() -> dict:
-    """The scenario synced once per backend (and xdist worker): its template database and Scenario."""
-    return {}
-
-
 @pytest.fixture
-def scenario(request, database_url, tag_versions, scenario_templates, tmp_path_factory) -> Scenario:
+def scenario(database_copy, tag_versions) -> Scenario:
     """The test's database holds the scenario: a copy of a template synced once, exactly as the syncs left it."""
-    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
-    cluster = request.getfixturevalue("postgres_cluster") if backend == "postgresql" else None
-    if backend not in scenario_templates:
-        folder = tmp_path_factory.mktemp(f"scenario-{backend}")
-        template = f"sqlite:///{folder / 'template.db'}" if cluster is None else cluster.url(
-            cluster.create_database())
-        scenario_templates[backend] = template, build_scenario(template, tag_versions, folder)
-    template, built = scenario_templates[backend]
-    if cluster is None:
-        source = Path(template.removeprefix("sqlite:///"))
-        assert not source.with_name(source.name + "-wal").exists(), "the template's WAL was not checkpointed"
-        shutil.copyfile(source, database_url.removeprefix("sqlite:///"))
-    else:
-        cluster.clone_database(template.rsplit("/", 1)[1], database_url.rsplit("/", 1)[1])
-    return copy.deepcopy(built)
+    return database_copy("read-scenario", lambda url, folder: build_scenario(url, tag_versions, folder))
 
 
 def stdout_json(result):

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from dbstate import raw_rows, runs
 from faults import LEANSYNC, error_sentence, leansync
-from weeks import backfill_weeks
+from weeks import build_weeks
 
 NO_PLOTLY = "the report needs Plotly, which is not installed: pip install 'leansync[report]'"
 # The installed leansync as if the `report` extra were missing: importing plotly fails.
@@ -26,8 +26,8 @@ def without_plotly(*args, url):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_report_is_one_self_contained_file_read_only(run, database_url, write_response, tag_versions, tmp_path):
-    backfill_weeks(run, write_response, tag_versions, tmp_path)
+def test_report_is_one_self_contained_file_read_only(run, database_url, database_copy, tag_versions, tmp_path):
+    database_copy("weeks", lambda url, folder: build_weeks(url, folder, tag_versions))
     before = raw_rows(database_url)
     out = tmp_path / "report.html"
     result = run("report", "--output", out)
@@ -40,8 +40,8 @@ def test_report_is_one_self_contained_file_read_only(run, database_url, write_re
     assert raw_rows(database_url) == before  # read only
 
 
-def test_since_charts_only_what_happened_since(run, database_url, write_response, tag_versions, tmp_path):
-    backfill_weeks(run, write_response, tag_versions, tmp_path)
+def test_since_charts_only_what_happened_since(run, database_url, database_copy, tag_versions, tmp_path):
+    database_copy("weeks", lambda url, folder: build_weeks(url, folder, tag_versions))
     whole, recent = tmp_path / "whole.html", tmp_path / "recent.html"
     assert run("report", "--output", whole).exit_code == 0
     assert run("report", "--output", recent, "--since", "2026-10-05").exit_code == 0

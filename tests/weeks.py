@@ -9,7 +9,14 @@ run is an ordinary one (no --observed-at), so the runs chart has a real
 duration as well as backfills; the version it adds is named MARKUP_NAME.
 """
 
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from leansync.cli import cli
+from samples import response
 
 START = datetime(2026, 9, 7, 6, 0, tzinfo=timezone.utc)  # a Monday
 WEEKS = 7
@@ -52,3 +59,18 @@ def backfill_weeks(run, write_response, tag_versions, tmp_path) -> list[datetime
     result = run("sync", "-q", "--from-file", write_response([*listed, newest]))  # an ordinary run, now
     assert result.exit_code == 0, result.output
     return moments
+
+
+def build_weeks(url: str, folder: Path, tag_versions: list[dict]) -> list[datetime]:
+    """backfill_weeks into the database at ``url``, its saved answers in ``folder`` (for conftest's database_copy)."""
+    saved = iter(range(10**6))
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], catch_exceptions=False)
+
+    def write_response(versions):
+        path = folder / f"response-{next(saved)}.json"
+        path.write_text(json.dumps(response(versions)))
+        return path
+
+    return backfill_weeks(run, write_response, tag_versions, folder)
