@@ -1,14 +1,20 @@
 """Notifications: delivered once, never lost, through real local servers.
 
-The installed `leansync` runs in a subprocess against a real HTTP server
-(Apprise's json:// posts and the leansync webhook, whose signature the test
-checks with its own HMAC code) and a real SMTP server (aiosmtpd, for
-Apprise's mailto://). Nothing of Apprise or requests is mocked. Timestamps
-that are asserted come from runs under freezegun, in-process.
+leansync sends to a real HTTP server (Apprise's json:// posts and the
+leansync webhook, whose signature the test checks with its own HMAC code) and
+a real SMTP server (aiosmtpd, for Apprise's mailto://). Nothing of Apprise or
+requests is mocked. Most runs are in-process, through click's CliRunner
+(`here`, with the stderr logging handler the installed command's main()
+installs); the installed `leansync` runs in a subprocess where the process is
+the point: the end-to-end delivery to all three kinds of target, two syncs at
+once, kill -9 during a delivery, the -v logs of the secrets test, and what
+a start imports. Timestamps that are asserted come from runs under
+freezegun, in-process.
 """
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,8 +32,11 @@ from leansync.cli import cli
 from qc_server import FakeQuantConnect
 from notify_servers import HttpReceiver, SmtpReceiver, free_port, verify_signature
 
-# aiosmtpd warns about its own API while it authenticates; the suite turns warnings into errors.
-pytestmark = pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")
+# aiosmtpd warns about its own API while it authenticates, and Apprise, imported in-process, imports the
+# standard library's imghdr (deprecated since Python 3.11); the suite turns warnings into errors. The installed
+# command never shows these: Python ignores DeprecationWarnings raised outside __main__.
+pytestmark = [pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")]
 
 LEANSYNC = Path(sys.executable).parent / "leansync"
 REPO = "https://github.com/QuantConnect/Lean"
@@ -40,6 +49,39 @@ def leansync(url: str, *args, env: dict | None = None, timeout: float = 120) -> 
     return subprocess.run([str(LEANSYNC), "--database-url", url, *map(str, args)],
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at the moment: inside CliRunner.invoke, the result's stderr."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def here(url: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`leansync` in this process through click's CliRunner, answering as `leansync()` does.
+
+    leansync.cli.main() puts a handler on the "leansync" logger that prints its
+    warnings on stderr (log_to_stderr(verbose=False)); CliRunner calls cli()
+    without it, so the same handler (masked, bare message, WARNING and up) is
+    put there for the call: stderr holds what the installed command would print.
+    """
+    from leansync.masking import MaskingFormatter
+
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(MaskingFormatter("%(message)s"))
+    handler.setLevel(logging.WARNING)
+    own = logging.getLogger("leansync")
+    own.addHandler(handler)
+    try:
+        result = CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], env=env, catch_exceptions=False,
+                                    prog_name="leansync")
+    finally:
+        own.removeHandler(handler)
+    return subprocess.CompletedProcess(["leansync", *map(str, args)], result.exit_code, result.stdout, result.stderr)
 
 
 def with_hashes(versions: list[dict]) -> list[dict]:
@@ -70,7 +112,7 @@ def webhook_env(receiver: HttpReceiver, *, path="/hook", secret=SECRET) -> dict:
 
 def changes_json(url: str, started_at: str) -> list[dict]:
     """What `changes --format json` says of the run that started at ``started_at``."""
-    result = leansync(url, "changes", "--since", started_at, "--format", "json")
+    result = here(url, "changes", "--since", started_at, "--format", "json")
     assert result.returncode == 0, result.stderr
     return [e for e in json.loads(result.stdout) if e["event_time"] == started_at]
 
@@ -93,7 +135,7 @@ def test_each_target_gets_one_digest_per_run_with_news(database_url, http, versi
         second = leansync(database_url, "sync", "--from-file", write_response(versions), "--json", env=env)
         assert second.returncode == 0, second.stderr
         assert second.stderr == ""
-        quiet = leansync(database_url, "sync", "--from-file", write_response(versions), env=env)  # no news
+        quiet = here(database_url, "sync", "--from-file", write_response(versions), env=env)  # no news
         assert quiet.returncode == 0, quiet.stderr
 
         hooks = http.at("/hook")
@@ -135,18 +177,18 @@ def test_each_target_gets_one_digest_per_run_with_news(database_url, http, versi
     finally:
         smtp.close()
 
-    runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+    runs = json.loads(here(database_url, "runs", "--format", "json").stdout)
     assert [(r["id"], r["notifications_sent"], r["notifications_pending"]) for r in runs] == [
         (3, 0, 0), (2, 3, 0), (1, 3, 0)]
-    table = leansync(database_url, "runs").stdout
+    table = here(database_url, "runs").stdout
     assert "3 sent" in table.splitlines()[2]
 
 
 def test_a_respelled_response_is_no_news(database_url, http, versions, write_response):
     env = webhook_env(http)
-    assert leansync(database_url, "sync", "--from-file", write_response(versions), env=env).returncode == 0
+    assert here(database_url, "sync", "--from-file", write_response(versions), env=env).returncode == 0
     respelled = [dict(reversed(list(v.items()))) for v in versions]  # same objects, keys in another order
-    result = leansync(database_url, "sync", "--from-file", write_response(respelled), "--json", env=env)
+    result = here(database_url, "sync", "--from-file", write_response(respelled), "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["unchanged"] == len(versions)
     assert len(http.at("/hook")) == 1
@@ -155,7 +197,7 @@ def test_a_respelled_response_is_no_news(database_url, http, versions, write_res
 def test_a_long_digest_stops_at_twenty_lines_with_a_command_that_works(database_url, http, tag_versions,
                                                                        write_response):
     env = {"LEANSYNC_NOTIFY": f"json://127.0.0.1:{http.port}/apprise", **webhook_env(http)}
-    result = leansync(database_url, "sync", "--from-file", write_response(tag_versions[:30]), env=env)
+    result = here(database_url, "sync", "--from-file", write_response(tag_versions[:30]), env=env)
     assert result.returncode == 0, result.stderr
     message = http.at("/apprise")[0].json()["message"]
     lines = message.splitlines()
@@ -163,7 +205,7 @@ def test_a_long_digest_stops_at_twenty_lines_with_a_command_that_works(database_
     assert len(lines) == 21 and len(events) > 20
     more = lines[-1]
     assert more.startswith(f"… and {len(events) - 20} more: leansync changes --since ")
-    pasted = leansync(database_url, *more.split(": ", 1)[1].split()[1:], "--format", "json")
+    pasted = here(database_url, *more.split(": ", 1)[1].split()[1:], "--format", "json")
     assert pasted.returncode == 0, pasted.stderr
     assert len(json.loads(pasted.stdout)) == len(events)
 
@@ -171,9 +213,9 @@ def test_a_long_digest_stops_at_twenty_lines_with_a_command_that_works(database_
 def test_a_dry_run_prints_what_each_target_would_get_and_sends_and_writes_nothing(database_url, http, versions,
                                                                                    write_response):
     env = {"LEANSYNC_NOTIFY": f"json://127.0.0.1:{http.port}/apprise", **webhook_env(http)}
-    assert leansync(database_url, "sync", "--from-file", write_response(versions[1:]), env=env).returncode == 0
+    assert here(database_url, "sync", "--from-file", write_response(versions[1:]), env=env).returncode == 0
     before = snapshot(database_url)
-    result = leansync(database_url, "sync", "--from-file", write_response(versions), "--dry-run", env=env)
+    result = here(database_url, "sync", "--from-file", write_response(versions), "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
     assert f"would notify json://127.0.0.1:{http.port} (Apprise):" in result.stdout
     assert f"    LEAN {versions[0]['id']} is available (public, master)" in result.stdout
@@ -181,7 +223,7 @@ def test_a_dry_run_prints_what_each_target_would_get_and_sends_and_writes_nothin
     assert snapshot(database_url) == before
     assert len(http.received) == 2  # the first run's two, nothing from the dry run
 
-    as_json = leansync(database_url, "sync", "--from-file", write_response(versions), "--dry-run", "--json", env=env)
+    as_json = here(database_url, "sync", "--from-file", write_response(versions), "--dry-run", "--json", env=env)
     previews = json.loads(as_json.stdout)["notifications"]
     assert [(p["target"], p["kind"]) for p in previews] == [(f"json://127.0.0.1:{http.port}", "apprise"),
                                                             (f"http://127.0.0.1:{http.port}", "webhook")]
@@ -232,8 +274,8 @@ REASONS = {"500": "HTTP 500 Internal Server Error", "refused": "could not connec
 def test_a_failed_delivery_is_one_warning_and_the_next_run_delivers_both_in_order(database_url, failing, versions,
                                                                                   write_response):
     env = failing.env()
-    first = leansync(database_url, "-q", "sync", "--from-file", write_response(versions[1:]),
-                     "--notify-timeout", "1", env=env)
+    first = here(database_url, "-q", "sync", "--from-file", write_response(versions[1:]),
+                 "--notify-timeout", "1", env=env)
     assert first.returncode == 0
     assert first.stdout.startswith("run 1: 9 versions listed")  # the run's normal output
     label = f"http://127.0.0.1:{failing.port}"
@@ -243,7 +285,7 @@ def test_a_failed_delivery_is_one_warning_and_the_next_run_delivers_both_in_orde
     tried = len(failing.receiver.received) if failing.receiver else 0
 
     receiver = failing.fix()
-    second = leansync(database_url, "sync", "--from-file", write_response(versions), env=env)
+    second = here(database_url, "sync", "--from-file", write_response(versions), env=env)
     assert second.returncode == 0 and second.stderr == ""
     delivered = receiver.at("/hook")[tried:]
     assert [d.json()["run_id"] for d in delivered] == [1, 2]  # in order, each once
@@ -252,17 +294,17 @@ def test_a_failed_delivery_is_one_warning_and_the_next_run_delivers_both_in_orde
         assert receiver.at("/hook")[0].body == delivered[0].body
         assert receiver.at("/hook")[0].headers["Idempotency-Key"] == delivered[0].headers["Idempotency-Key"]
 
-    runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+    runs = json.loads(here(database_url, "runs", "--format", "json").stdout)
     assert [r["notifications_sent"] for r in runs] == [1, 1]
 
 
 def test_leansync_notify_delivers_what_is_pending_without_a_sync(database_url, failing, versions, write_response):
     env = failing.env()
     for response in (versions[2:], versions[1:]):
-        result = leansync(database_url, "sync", "--from-file", write_response(response), "--notify-timeout", "1",
-                          env=env)
+        result = here(database_url, "sync", "--from-file", write_response(response), "--notify-timeout", "1",
+                      env=env)
         assert result.returncode == 0 and len(warnings_of(result.stderr)) == 1
-    still = leansync(database_url, "notify", "--notify-timeout", "1", env=env)
+    still = here(database_url, "notify", "--notify-timeout", "1", env=env)
     assert still.returncode == 1
     assert still.stdout == "notifications: 0 sent, 2 pending, 0 abandoned\n"
     assert still.stderr.splitlines()[-1] == ("leansync: error: 1 notification target(s) failed; 2 notification(s) "
@@ -270,11 +312,11 @@ def test_leansync_notify_delivers_what_is_pending_without_a_sync(database_url, f
     tried = len(failing.receiver.received) if failing.receiver else 0
 
     receiver = failing.fix()
-    result = leansync(database_url, "notify", env=env)
+    result = here(database_url, "notify", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "notifications: 2 sent, 0 pending, 0 abandoned\n"
     assert [d.json()["run_id"] for d in receiver.at("/hook")[tried:]] == [1, 2]
-    again = leansync(database_url, "-q", "notify", env=env)
+    again = here(database_url, "-q", "notify", env=env)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
     assert len(receiver.at("/hook")) == tried + 2
 
@@ -284,8 +326,8 @@ def test_the_timeout_bounds_all_deliveries_and_an_untried_target_counts_as_faile
     held = HttpReceiver(hold=threading.Event())  # never answers while the run waits
     try:
         env = {"LEANSYNC_NOTIFY": f"json://127.0.0.1:{held.port}/apprise", **webhook_env(http)}
-        result = leansync(database_url, "sync", "-q", "--from-file", write_response(versions), "--notify-timeout", "1",
-                          env=env, timeout=60)
+        result = here(database_url, "sync", "-q", "--from-file", write_response(versions), "--notify-timeout", "1",
+                      env=env)
         assert result.returncode == 0
         apprise_warning, webhook_warning = warnings_of(result.stderr)
         label = f"json://127.0.0.1:{held.port}"
@@ -296,9 +338,9 @@ def test_the_timeout_bounds_all_deliveries_and_an_untried_target_counts_as_faile
         assert http.received == []
     finally:
         held.close()
-    runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+    runs = json.loads(here(database_url, "runs", "--format", "json").stdout)
     assert runs[0]["notifications_pending"] == 2
-    result = leansync(database_url, "notify", env={**env, "LEANSYNC_NOTIFY": ""})  # the Apprise target removed
+    result = here(database_url, "notify", env={**env, "LEANSYNC_NOTIFY": ""})  # the Apprise target removed
     assert result.stdout == "notifications: 1 sent, 0 pending, 1 abandoned\n"
     assert [h.json()["run_id"] for h in http.at("/hook")] == [1]
 
@@ -349,15 +391,15 @@ def test_a_row_pending_for_a_day_is_abandoned_and_check_and_metrics_say_so(datab
 
 def test_a_target_no_longer_configured_has_its_rows_abandoned(database_url, http, versions, write_response):
     port = free_port()
-    result = leansync(database_url, "sync", "--from-file", write_response(versions[1:]),
-                      env={"LEANSYNC_WEBHOOK_URL": f"http://127.0.0.1:{port}/old"})
+    result = here(database_url, "sync", "--from-file", write_response(versions[1:]),
+                  env={"LEANSYNC_WEBHOOK_URL": f"http://127.0.0.1:{port}/old"})
     assert result.returncode == 0 and len(warnings_of(result.stderr)) == 1
-    result = leansync(database_url, "sync", "--from-file", write_response(versions), env=webhook_env(http))
+    result = here(database_url, "sync", "--from-file", write_response(versions), env=webhook_env(http))
     assert result.returncode == 0
     assert result.stderr == (f"leansync: warning: gave up notifying http://127.0.0.1:{port} of run 1: "
                              "the target is no longer configured\n")
     assert [h.json()["run_id"] for h in http.at("/hook")] == [2]
-    runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+    runs = json.loads(here(database_url, "runs", "--format", "json").stdout)
     assert [(r["notifications_sent"], r["notifications_abandoned"]) for r in runs] == [(1, 0), (0, 1)]
 
 
@@ -391,15 +433,15 @@ def test_kill_9_during_delivery_loses_nothing_and_the_duplicate_carries_the_same
         os.kill(process.pid, signal.SIGKILL)  # the target has the message; leansync never records it
         process.wait(30)
         held.hold.set()
-        runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+        runs = json.loads(here(database_url, "runs", "--format", "json").stdout)
         assert [(r["id"], r["notifications_pending"]) for r in runs] == [(1, 1)]  # committed, still pending
 
-        result = leansync(database_url, "sync", "--from-file", write_response(versions), env=env)  # no news
+        result = here(database_url, "sync", "--from-file", write_response(versions), env=env)  # no news
         assert result.returncode == 0 and result.stderr == ""
         first, again = held.at("/hook")
         assert again.body == first.body  # the same run, the same bytes
         assert again.headers["Idempotency-Key"] == first.headers["Idempotency-Key"]
-        runs = json.loads(leansync(database_url, "runs", "--format", "json").stdout)
+        runs = json.loads(here(database_url, "runs", "--format", "json").stdout)
         assert [(r["id"], r["notifications_sent"]) for r in runs] == [(2, 0), (1, 1)]
     finally:
         held.close()
@@ -428,7 +470,8 @@ def test_secrets_appear_in_no_output_table_metric_or_error(database_url, http, v
     for args in (["-v", "notify", "--notify-config", config], ["runs", "--format", "json"], ["metrics"],
                  ["check", "--max-age", "1d"], ["sync", "--from-file", write_response(versions[3:]), "--dry-run",
                                                 "--notify-config", config]):
-        result = leansync(database_url, *args, env=env)
+        # -v's logs come from the handlers the process sets up: the installed command; the rest in-process.
+        result = (leansync if "-v" in args else here)(database_url, *args, env=env)
         seen += [result.stdout, result.stderr]
     seen.append(full_dump_text(database_url))  # every table: last_error holds the failures' messages
     text = "\n".join(seen)
@@ -453,7 +496,7 @@ def test_a_bad_target_is_a_usage_error_that_names_no_secret_and_writes_nothing(t
          f"the notification configuration file {tmp_path / 'missing.yml'} does not exist or is not a file"),
     ]
     for env, message in cases:
-        result = leansync(url, "sync", "--from-file", write_response(versions), env=env)
+        result = here(url, "sync", "--from-file", write_response(versions), env=env)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"leansync: error: {message}")
         assert len(result.stderr.splitlines()) == 1
@@ -486,14 +529,14 @@ def test_a_copied_database_delivers_its_pending_rows_to_the_same_targets(databas
     else:
         other = f"sqlite:///{tmp_path / 'copy.db'}"
     env = webhook_env(http)
-    assert leansync(database_url, "sync", "--from-file", write_response(versions), env=env).returncode == 0
+    assert here(database_url, "sync", "--from-file", write_response(versions), env=env).returncode == 0
     http.status = 500
-    assert leansync(database_url, "sync", "--from-file", write_response(versions[1:]), env=env).returncode == 0
-    copied = leansync(database_url, "db", "copy", "--to", other)
+    assert here(database_url, "sync", "--from-file", write_response(versions[1:]), env=env).returncode == 0
+    copied = here(database_url, "db", "copy", "--to", other)
     assert copied.returncode == 0, copied.stderr
     assert "2 notification" in copied.stdout
     http.status = 200
-    result = leansync(other, "notify", env=env)
+    result = here(other, "notify", env=env)
     assert result.stdout == "notifications: 1 sent, 0 pending, 0 abandoned\n"
     assert [h.json()["run_id"] for h in http.at("/hook")] == [1, 2, 2]  # run 2 failed once, then came from the copy
 
@@ -523,10 +566,10 @@ def test_the_readme_receiver_verifies_what_leansync_sends(database_url, versions
     try:
         env = {"LEANSYNC_WEBHOOK_URL": f"http://127.0.0.1:{port}/", "LEANSYNC_WEBHOOK_SECRET": SECRET}
         wait_for_listener(port)
-        result = leansync(database_url, "sync", "--from-file", write_response(versions), env=env)
+        result = here(database_url, "sync", "--from-file", write_response(versions), env=env)
         assert (result.returncode, result.stderr) == (0, "")  # 204: delivered
-        forged = leansync(database_url, "sync", "--from-file", write_response(versions[1:]),
-                          env={**env, "LEANSYNC_WEBHOOK_SECRET": "not-the-secret"})
+        forged = here(database_url, "sync", "--from-file", write_response(versions[1:]),
+                      env={**env, "LEANSYNC_WEBHOOK_SECRET": "not-the-secret"})
         assert forged.returncode == 0
         assert "HTTP 401" in forged.stderr  # the receiver refused the wrong signature
     finally:
