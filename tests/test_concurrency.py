@@ -199,7 +199,7 @@ def test_concurrent_runs_serialise_and_readers_are_never_blocked(synced, payload
             listed = leansync_in_process("versions", "--format", "json", "--limit", "3", url=url)
             assert len(json.loads(listed.stdout)) == 3
             listings.append((listed.returncode, listed.stdout, listed.stderr))
-            time.sleep(0.1)  # leave the two cores to the runs
+            time.sleep(0.25)  # leave the two cores to the runs (still several listings a second)
         results = [finish(p) for p in syncs]
     finally:
         reader.close()
