@@ -16,6 +16,14 @@ machine, so a few more are triggered by the database itself: once the run's
 transaction has started writing (SQLite: its pages reach the WAL;
 PostgreSQL: its backend holds a transaction id). Each test asserts that
 kills did land inside the run, so none passes by killing too early or too late.
+
+Every run that is killed, and the uninterrupted run whose duration the kills
+are spread over, is the installed command. The runs that only make a state
+to start from or to compare with (the two runs of the before-state, the run
+after the kills) run in-process (tests/main_in_process.py). After a kill the
+database is first compared row for row, exactly as stored, with the
+before-state (which implies equal snapshots); only when that differs is the
+normalised snapshot taken.
 """
 
 import hashlib
@@ -32,8 +40,9 @@ from pathlib import Path
 
 import pytest
 
-from dbstate import check_integrity, check_invariants, has_schema, is_sqlite, snapshot
+from dbstate import ORDER, check_integrity, check_invariants, engine_for, has_schema, is_sqlite, snapshot
 from leansync.store.database import make_engine
+from main_in_process import leansync_in_process
 from samples import response, version_from_tag
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
@@ -101,7 +110,9 @@ class Copies:
     def _pg_clone(self, source: str, target: str) -> None:
         with self.cluster.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
+            # FILE_COPY (PostgreSQL 15+) copies the files; the default, WAL_LOG, also writes them all to the WAL.
+            strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+            conn.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}"{strategy}')
 
     def save(self) -> None:
         """Keep the current state (every connection to it closed) as pristine.
@@ -191,12 +202,42 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool]) -> bool:
 
 
 def completed(url: str, payload: Path) -> float:
-    """Run a sync to the end; return how long it took (to spread the kills over)."""
+    """Run a sync to the end (the installed command); return how long it took (to spread the kills over)."""
     started = time.monotonic()
     proc = leansync_sync(url, payload)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
     return time.monotonic() - started
+
+
+def completed_in_process(url: str, payload: Path) -> None:
+    """The same sync to the end, in-process: for a state to start from or to compare with."""
+    result = leansync_in_process("sync", "-q", "--from-file", payload, url=url)
+    assert result.returncode == 0, result.stderr
+
+
+def exact_rows(url: str) -> dict[str, list]:
+    """Column names, then every row, of each table snapshot() reads, in its order, exactly as stored:
+    the driver's values on SQLite, each row's text on PostgreSQL (no JSON decoding). Two databases
+    with equal exact rows have equal snapshots (a snapshot is computed from these values)."""
+    engine = engine_for(url)
+    try:
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            out = {}
+            for table, order in ORDER.items():
+                cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+                names = tuple(d[0] for d in cursor.description)
+                row = "*" if is_sqlite(url) else f"CAST({table} AS text)"
+                cursor.execute(f"SELECT {row} FROM {table} ORDER BY {order}")
+                out[table] = [names, *cursor.fetchall()]
+            cursor.close()
+            return out
+        finally:
+            connection.close()
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.slow
@@ -206,13 +247,14 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
     for n, versions in enumerate((first, second, big)):
         payloads.append(tmp_path / f"payload-{n}.json")
         payloads[-1].write_text(json.dumps(response(versions)))
-    completed(database_url, payloads[0])
-    completed(database_url, payloads[1])
+    completed_in_process(database_url, payloads[0])
+    completed_in_process(database_url, payloads[1])
 
     copies = Copies(database_url, request, tmp_path)
     copies.save()
     check_invariants(database_url)
     before = snapshot(database_url)
+    before_exactly = exact_rows(database_url)
     reference = copies.copy_of_pristine()
     duration = completed(reference, payloads[2])
     check_invariants(reference)
@@ -230,6 +272,8 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
         uncommitted = copies.wal_bytes()
         # Equal to a state that keeps the invariants, so it keeps them too.
         check_integrity(database_url)
+        if exact_rows(database_url) == before_exactly:  # so the snapshot is `before` too
+            return "before, mid-write" if uncommitted or writing_seen else "before"
         state = snapshot(database_url)
         if state == before:
             # Killed inside the write transaction: it had written (SQLite: the
@@ -271,7 +315,7 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
     assert "before, mid-write" in outcomes.values(), f"no kill landed inside the transaction: {outcomes}"
 
     # Whatever the kills left behind, the next run completes and lands exactly like the reference.
-    completed(database_url, payloads[2])
+    completed_in_process(database_url, payloads[2])
     check_invariants(database_url)
     assert snapshot(database_url) == after
 
@@ -316,7 +360,7 @@ def test_sigkill_during_the_first_run_leaves_no_partial_schema_or_data(database_
         assert state == no_rows, (f"a kill after {delay:.2f} s of {duration:.2f} s (exit {proc.returncode}, "
                                   f"{err.decode().strip()!r}) left rows: neither empty nor complete")
         if not resumed:
-            completed(database_url, payload)
+            completed_in_process(database_url, payload)
             check_invariants(database_url)
             assert snapshot(database_url) == complete
             resumed = True

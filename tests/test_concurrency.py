@@ -7,6 +7,12 @@ commands) never block a sync and a sync never blocks them; no run ever fails
 with "database is locked", and no version ever gets two open history rows.
 The lock is held from the test itself (leansync.history.lock.run_lock) wherever a
 test needs a run to wait, so nothing depends on timing.
+
+The runs that wait, time out or overlap are installed commands in processes
+of their own; the read commands that go on beside them, `db upgrade`'s
+timeout and the sync beside a long read run in-process
+(tests/main_in_process.py), still other connections than the lock's holder
+and the readers'.
 """
 
 import json
@@ -24,6 +30,7 @@ from sqlalchemy import text
 from dbstate import check_invariants, data_tables, engine_for, is_sqlite, runs, snapshot
 from leansync.store.database import make_engine, sqlite_path
 from leansync.history.lock import lock_file_path, run_lock
+from main_in_process import leansync_in_process
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
 PROCESSES = 5
@@ -111,15 +118,15 @@ def test_lock_timeout_exits_75_and_changes_nothing(synced, payloads):
     engine = make_engine(url)
     try:
         with run_lock(engine, timeout=0):
-            code, out, err = finish(leansync(url, "sync", "--lock-timeout", "0.5", "--from-file", str(payloads[1])))
-            upgrade = finish(leansync(url, "db", "upgrade", "--lock-timeout", "0.2"))
+            code, out, err = finish(leansync(url, "sync", "--lock-timeout", "0.3", "--from-file", str(payloads[1])))
+            upgrade = leansync_in_process("db", "upgrade", "--lock-timeout", "0.1", url=url)
     finally:
         engine.dispose()
     shown = make_engine(url).url.render_as_string(hide_password=True)
     assert (code, out) == (75, "")
     assert err == (f"leansync: error: another leansync run has held the lock on {shown} for more than "
-                   "0.5 s; this run did nothing (it is safe to run again later)\n")
-    assert upgrade[0] == 75 and "0.2 s" in upgrade[2]
+                   "0.3 s; this run did nothing (it is safe to run again later)\n")
+    assert upgrade.returncode == 75 and "0.1 s" in upgrade.stderr
     assert snapshot(url) == before  # not even a failed run row: it did nothing
 
 
@@ -180,7 +187,7 @@ class Reader(threading.Thread):
 @pytest.mark.slow
 def test_concurrent_runs_serialise_and_readers_are_never_blocked(synced, payloads):
     """Several runs started at once, alternating two payloads, with readers
-    (a thread, and the read commands in subprocesses) going all the time."""
+    (a thread, and the read command in this process's main thread) going all the time."""
     url = synced
     reader = Reader(url)
     reader.start()
@@ -189,12 +196,15 @@ def test_concurrent_runs_serialise_and_readers_are_never_blocked(synced, payload
                  for i in range(PROCESSES)]
         listings = []
         while any(p.poll() is None for p in syncs):
-            listings.append(finish(leansync(url, "versions", "--format", "json", "--limit", "3")))
-            time.sleep(0.1)  # leave the two cores to the runs
+            listed = leansync_in_process("versions", "--format", "json", "--limit", "3", url=url)
+            assert len(json.loads(listed.stdout)) == 3
+            listings.append((listed.returncode, listed.stdout, listed.stderr))
+            time.sleep(0.25)  # leave the two cores to the runs (still several listings a second)
         results = [finish(p) for p in syncs]
     finally:
         reader.close()
 
+    assert listings  # the read command did run while the runs went on
     for code, out, err in results + listings:
         assert "database is locked" not in err
         assert (code, err) == (0, ""), err
@@ -230,8 +240,8 @@ def test_a_long_read_does_not_block_a_sync(synced, payloads):
             count = "SELECT count(*) FROM lean_version_history"
             with conn.begin():
                 rows_before = conn.execute(text(count)).scalar()
-                code, out, err = finish(leansync(url, "sync", "--json", "--from-file", str(payloads[1])), timeout=45)
-                assert (code, err) == (0, ""), err
+                synced = leansync_in_process("sync", "--json", "--from-file", payloads[1], url=url)
+                assert (synced.returncode, synced.stderr) == (0, ""), synced.stderr
                 assert conn.execute(text(count)).scalar() == rows_before  # still its own snapshot
             with conn.begin():
                 assert conn.execute(text(count)).scalar() == rows_before + CHANGED

@@ -8,6 +8,10 @@ server survives for the other tests). Either way: exit 1, leansync's one
 sentence and nothing else on stderr, no partial data and no `failed` row
 (the run's lock went with its session: see tests/test_lock_loss.py), the lock
 released, and the next run after the server is back succeeds.
+
+The run that loses its connection is the installed command in a process of
+its own; the history before it and the next run run in-process
+(tests/main_in_process.py).
 """
 
 import json
@@ -17,8 +21,9 @@ import time
 import pytest
 
 from dbstate import check_invariants, data_tables, runs
-from faults import LEANSYNC, PREFIX, leansync
+from faults import LEANSYNC, PREFIX
 from leansync.store.database import make_engine
+from main_in_process import leansync_in_process
 from pg_cluster import PostgresCluster
 from samples import many_versions, response
 
@@ -67,7 +72,7 @@ def assert_lost_cleanly(proc: subprocess.Popen) -> str:
 
 def test_a_terminated_backend_fails_the_run_cleanly(database_url, payloads):
     small, big = payloads
-    assert leansync("sync", "-q", "--from-file", small, url=database_url).returncode == 0
+    assert leansync_in_process("sync", "-q", "--from-file", small, url=database_url).returncode == 0
     before = data_tables(database_url)
 
     proc = start_sync(database_url, big)
@@ -81,7 +86,7 @@ def test_a_terminated_backend_fails_the_run_cleanly(database_url, payloads):
     # No `failed` row: the lock went with the session, and another run may hold it by now.
     assert [r["status"] for r in runs(database_url)] == ["success"]
 
-    again = leansync("sync", "--json", "--lock-timeout", "0", "--from-file", big, url=database_url)
+    again = leansync_in_process("sync", "--json", "--lock-timeout", "0", "--from-file", big, url=database_url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["inserted"] == NEW_VERSIONS
     check_invariants(database_url)
@@ -99,7 +104,7 @@ def test_a_fast_shutdown_of_the_server_fails_the_run_cleanly(database_url, own_c
     """database_url only selects this test for PostgreSQL; the run uses a cluster of its own."""
     url = own_cluster.url(own_cluster.create_database())
     small, big = payloads
-    assert leansync("sync", "-q", "--from-file", small, url=url).returncode == 0
+    assert leansync_in_process("sync", "-q", "--from-file", small, url=url).returncode == 0
     before = data_tables(url)
 
     proc = start_sync(url, big)
@@ -111,7 +116,7 @@ def test_a_fast_shutdown_of_the_server_fails_the_run_cleanly(database_url, own_c
     assert data_tables(url) == before
     assert [r["status"] for r in runs(url)] == ["success"]  # the server was gone: nowhere to record it
 
-    again = leansync("sync", "--json", "--lock-timeout", "0", "--from-file", big, url=url)
+    again = leansync_in_process("sync", "--json", "--lock-timeout", "0", "--from-file", big, url=url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["inserted"] == NEW_VERSIONS
     check_invariants(url)

@@ -6,16 +6,30 @@ deadline, a `failed` run, the lock released. No wait between attempts is
 started that would end past it. Asserted through exit codes, messages and
 the recorded state, never through wall time: deadlines of a second or two
 keep each test short.
+
+The run that meets the deadline is the installed command on both backends
+in the first test; the runs around it (the history before, the run after)
+and the sqlite-only variants run in-process (tests/main_in_process.py, with
+the same stderr): the watchdog is a thread, the same in either.
 """
 
 import pytest
 import urllib3.util.retry
 
-from dbstate import runs
-from faults import assert_failed_run, leansync, qc, synced  # noqa: F401 (fixtures)
+from dbstate import data_tables, runs
+from faults import assert_failed_run, leansync, qc  # noqa: F401 (fixture)
 from leansync.source.api import make_session
 from leansync.source.deadline import Deadline, DeadlinePassed
+from main_in_process import leansync_in_process
 from qc_server import Reply
+
+
+@pytest.fixture
+def synced(qc, database_url):
+    """A database with one successful run of the server's list (in-process); returns its data tables."""
+    result = leansync_in_process("sync", "-q", url=database_url, env=qc.env())
+    assert result.returncode == 0, result.stderr
+    return data_tables(database_url)
 
 
 def assert_late(result, database_url, before, deadline: str) -> str:
@@ -26,10 +40,10 @@ def test_a_server_trickling_its_whole_answer_meets_the_deadline(synced, qc, data
     """Status line and headers too: the read of the headers is cut as well."""
     qc.reply(Reply(trickle=1.0))
     # Without the watchdog the headers alone would take minutes: the subprocess timeout would fail the test.
-    result = leansync("sync", "--deadline", "2", "--timeout", "30", url=database_url, env=qc.env(), timeout=60)
-    assert_late(result, database_url, synced, "2")
+    result = leansync("sync", "--deadline", "1", "--timeout", "30", url=database_url, env=qc.env(), timeout=60)
+    assert_late(result, database_url, synced, "1")
     # The lock was released: a run that does not wait for it at all gets it.
-    again = leansync("sync", "-q", "--lock-timeout", "0", url=database_url, env=qc.env())
+    again = leansync_in_process("sync", "-q", "--lock-timeout", "0", url=database_url, env=qc.env())
     assert again.returncode == 0, again.stderr
     assert runs(database_url)[-1]["status"] == "success"
 
@@ -37,7 +51,7 @@ def test_a_server_trickling_its_whole_answer_meets_the_deadline(synced, qc, data
 @pytest.mark.sqlite_only
 def test_a_body_trickling_after_prompt_headers_meets_the_deadline(synced, qc, database_url):
     qc.reply(Reply(trickle=1.0, trickle_headers=False))
-    result = leansync("sync", "--deadline", "2", "--json", url=database_url, env=qc.env(), timeout=60)
+    result = leansync_in_process("sync", "--deadline", "2", "--json", url=database_url, env=qc.env())
     message = assert_late(result, database_url, synced, "2")
     assert '"status": "failed"' in result.stdout and message in result.stdout.replace('\\"', '"')
 
@@ -47,8 +61,8 @@ def test_each_attempt_gets_only_what_is_left_of_the_deadline(synced, qc, databas
     """A silent server and a per-read timeout far longer than the deadline."""
     qc.reply(Reply(delay=60))
     earlier = qc.count
-    result = leansync("sync", "--deadline", "1.5", "--timeout", "60", url=database_url, env=qc.env())
-    assert_late(result, database_url, synced, "1.5")
+    result = leansync_in_process("sync", "--deadline", "1", "--timeout", "60", url=database_url, env=qc.env())
+    assert_late(result, database_url, synced, "1")
     assert qc.count == earlier + 1  # the one attempt's timeout was cut short, leaving no time for another
 
 

@@ -12,6 +12,11 @@ run after it must succeed with a sound history.
 
 The answer is held back by the fake QuantConnect until the test releases
 it, so nothing depends on timing but the server's own timeout.
+
+The run that loses its lock is the installed command, in a process of its
+own; the runs before and after it (the history, the second run that takes
+the lock, the third) run in-process (tests/main_in_process.py), each on
+sessions of its own.
 """
 
 import json
@@ -23,10 +28,11 @@ import time
 import pytest
 
 from dbstate import check_invariants, data_tables, engine_for, runs
-from faults import LEANSYNC, error_sentence, leansync
+from faults import LEANSYNC, error_sentence
 from leansync.errors import LockLost
 from leansync.history.lock import PG_LOCK_KEY, run_lock
 from leansync.store.database import make_engine
+from main_in_process import leansync_in_process
 from qc_server import FakeQuantConnect, Reply
 
 pytestmark = pytest.mark.postgres_only
@@ -98,7 +104,7 @@ def test_a_run_whose_lock_session_ended_writes_nothing(database_url, postgres_da
                                                        write_response, fault, reason):
     url = database_url
     qc, release = held_answer
-    assert leansync("sync", "-q", "--from-file", write_response(tag_versions[:20]), url=url).returncode == 0
+    assert leansync_in_process("sync", "-q", "--from-file", write_response(tag_versions[:20]), url=url).returncode == 0
     if fault is end_by_idle_session_timeout:
         sql(url, f'ALTER DATABASE "{postgres_database}" SET idle_session_timeout = 1000')
 
@@ -111,8 +117,8 @@ def test_a_run_whose_lock_session_ended_writes_nothing(database_url, postgres_da
         sql(url, f'ALTER DATABASE "{postgres_database}" RESET idle_session_timeout')
 
         # The lock is free: another run takes it at once and commits.
-        second = leansync("sync", "--json", "--lock-timeout", "0", "--from-file",
-                          write_response(tag_versions[:21]), url=url)
+        second = leansync_in_process("sync", "--json", "--lock-timeout", "0", "--from-file",
+                                     write_response(tag_versions[:21]), url=url)
         assert second.returncode == 0, second.stderr
         assert json.loads(second.stdout)["inserted"] == 1
         after_second = data_tables(url)
@@ -130,8 +136,8 @@ def test_a_run_whose_lock_session_ended_writes_nothing(database_url, postgres_da
     assert data_tables(url) == after_second
     assert [r["status"] for r in runs(url)] == ["success", "success"]  # no `failed` row beside the second run
 
-    third = leansync("sync", "--json", "--lock-timeout", "0", "--from-file", write_response(tag_versions[:20]),
-                     url=url)
+    third = leansync_in_process("sync", "--json", "--lock-timeout", "0", "--from-file",
+                                write_response(tag_versions[:20]), url=url)
     assert third.returncode == 0, third.stderr
     assert json.loads(third.stdout)["removed"] == 1
     history = runs(url)
@@ -143,7 +149,7 @@ def test_a_run_whose_lock_session_ended_writes_nothing(database_url, postgres_da
 def test_a_failed_run_whose_lock_session_ended_records_no_failed_run(database_url, tag_versions, write_response):
     """The answer is bad, so the run fails anyway: with its lock gone, it must not record that either."""
     url = database_url
-    assert leansync("sync", "-q", "--from-file", write_response(tag_versions[:20]), url=url).returncode == 0
+    assert leansync_in_process("sync", "-q", "--from-file", write_response(tag_versions[:20]), url=url).returncode == 0
     with FakeQuantConnect(versions=tag_versions[:20]) as qc:
         release = holding_back(qc, {"success": False, "errors": ["Internal error, please retry."]})
         endpoint = qc.url + "lean/versions/read"
@@ -153,8 +159,8 @@ def test_a_failed_run_whose_lock_session_ended_records_no_failed_run(database_ur
         try:
             wait_for(lambda: qc.count == 1, "the run asked for its answer", run)
             end_by_pg_terminate_backend(url, "", run)
-            second = leansync("sync", "-q", "--lock-timeout", "0", "--from-file", write_response(tag_versions[:21]),
-                              url=url)
+            second = leansync_in_process("sync", "-q", "--lock-timeout", "0", "--from-file",
+                                         write_response(tag_versions[:21]), url=url)
             assert second.returncode == 0, second.stderr
             after_second = data_tables(url)
             release.set()

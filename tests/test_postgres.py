@@ -5,6 +5,12 @@ The whole suite already runs on PostgreSQL through the parametrised
 column types, the psycopg 3 driver behind plain ``postgresql://`` URLs, the
 advisory lock across processes, many processes syncing at once, pipelined
 bulk writes, and a server that cannot be reached.
+
+The installed command runs wherever its process matters: a run refused or
+kept waiting by another session's lock, killed, or one of several at once,
+and the plain URL from the environment. Runs that only follow or precede
+those, and the one-sentence errors of an unreachable server, run in-process
+(tests/main_in_process.py: stderr as the installed command prints it).
 """
 
 import json
@@ -28,6 +34,7 @@ from dbstate import check_invariants
 from leansync.store.database import SCHEMA_HEAD
 from leansync.history.lock import PG_LOCK_KEY
 from leansync.store.models import UTCDateTime, metadata
+from main_in_process import leansync_in_process
 from pg_cluster import free_port
 from qc_server import FakeQuantConnect, Reply
 
@@ -209,15 +216,15 @@ def test_a_held_lock_makes_a_run_exit_75_and_touch_nothing(database_url, write_r
     payload = write_response(tag_versions[:10])
     holder = hold_lock(database_url)
     try:
-        blocked = leansync("--database-url", database_url, "sync", "--from-file", payload, "--lock-timeout", "0.5")
+        blocked = leansync("--database-url", database_url, "sync", "--from-file", payload, "--lock-timeout", "0.2")
         assert blocked.returncode == 75, blocked.stderr
         assert_one_sentence(blocked.stderr)
-        assert "lock" in blocked.stderr and "0.5 s" in blocked.stderr
+        assert "lock" in blocked.stderr and "0.2 s" in blocked.stderr
         # The lock comes before the migration: the database is still empty.
         assert query(database_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
     finally:
         holder.close()
-    done = leansync("--database-url", database_url, "sync", "--from-file", payload, "--lock-timeout", "0.5")
+    done = leansync_in_process("sync", "--from-file", payload, "--lock-timeout", "0.5", url=database_url)
     assert done.returncode == 0, done.stderr
     assert advisory_holders(database_url) == []  # released at the end of the run
 
@@ -237,8 +244,8 @@ def test_the_lock_belongs_to_one_database(database_url, postgres_cluster, write_
     try:
         holder = hold_lock(other)
         try:
-            done = leansync("--database-url", database_url, "sync", "--from-file",
-                            write_response(tag_versions[:10]), "--lock-timeout", "0")
+            done = leansync_in_process("sync", "--from-file", write_response(tag_versions[:10]), "--lock-timeout", "0",
+                                       url=database_url)
             assert done.returncode == 0, done.stderr
         finally:
             holder.close()
@@ -288,7 +295,7 @@ def test_a_killed_run_leaves_no_stale_lock(database_url, write_response, tag_ver
             if hung.poll() is None:
                 hung.kill()
         wait_until(lambda: advisory_holders(database_url) == [], "the server to drop the dead session's lock")
-        after = leansync("--database-url", database_url, "sync", "--json", "--lock-timeout", "0", env=qc.env())
+        after = leansync_in_process("sync", "--json", "--lock-timeout", "0", url=database_url, env=qc.env())
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout)["inserted"] == 10
     # The killed run never committed, so it left no sync_run row.
@@ -392,7 +399,7 @@ def test_an_unreachable_server_is_one_clear_sentence(command, write_response):
     port = free_port()  # nothing listens there
     url = f"postgresql://leansync:s3cret-pw@127.0.0.1:{port}/leansync"
     args = [a.format(payload=write_response([])) for a in command]
-    result = leansync("--database-url", url, *args)
+    result = leansync_in_process(*args, url=url)
     assert result.returncode == 1, result.stderr
     assert_one_sentence(result.stderr)
     assert f"127.0.0.1:{port}" in result.stderr and "refused" in result.stderr
@@ -401,7 +408,7 @@ def test_an_unreachable_server_is_one_clear_sentence(command, write_response):
 
 def test_a_missing_database_is_one_clear_sentence(database_url, write_response):
     url = make_url(database_url).set(database="no_such_db").render_as_string(hide_password=False)
-    result = leansync("--database-url", url, "sync", "--from-file", write_response([]))
+    result = leansync_in_process("sync", "--from-file", write_response([]), url=url)
     assert result.returncode == 1, result.stderr
     assert_one_sentence(result.stderr)
     assert 'database "no_such_db" does not exist' in result.stderr

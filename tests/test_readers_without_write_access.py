@@ -5,7 +5,13 @@ the reader is another user, `nobody`, who may read everything but write
 nothing: the installed command runs under setpriv with only the capability
 to read and search (CAP_DAC_READ_SEARCH, so it can reach this Python under
 /root), never to write (root would bypass the permissions; chmod alone
-proves nothing). On PostgreSQL the reader is a role with SELECT only.
+proves nothing). On PostgreSQL the reader is a role with SELECT only, and
+reads through the installed command too.
+
+The owner's side runs in-process (click's CliRunner, as the owner: this
+process): the syncs that build the history and what the owner sees, which
+every reader's output must equal. The history is synced once per module and
+copied, closed, into each test's folder.
 """
 
 import json
@@ -19,7 +25,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from leansync.cli import cli
 from qc_server import FakeQuantConnect
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
@@ -51,6 +59,12 @@ def leansync(url: str, *args: str, reader: bool) -> subprocess.CompletedProcess:
                           timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "HOME": "/nonexistent"})
 
 
+def owner_sees(url: str, *args: str, env: dict | None = None):
+    """The owner's side, in-process (CliRunner, as this process's user), with the reader's HOME."""
+    return CliRunner().invoke(cli, ["--database-url", url, *args], env={"HOME": "/nonexistent", **(env or {})},
+                              catch_exceptions=False)
+
+
 def folder_state(folder: Path) -> dict[str, tuple[bytes, int, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_uid, p.stat().st_mode) for p in sorted(folder.iterdir())}
 
@@ -60,8 +74,18 @@ def comparable(command: list[str], stdout: str) -> str:
     return re.sub(r"sync \S+ ago|age=\d+s", "", stdout) if command[0] == "check" else stdout
 
 
+@pytest.fixture(scope="module")
+def synced_once(tmp_path_factory) -> Path:
+    """The owner's history of the example (4,289 versions), synced once in-process; its folder (db and lock file)."""
+    folder = tmp_path_factory.mktemp("synced-once")
+    result = owner_sees(f"sqlite:///{folder / 'leansync.db'}", "sync", "-q", "--from-file", str(EXAMPLE))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["leansync.db", "leansync.db.lock"]  # closed: no -wal
+    return folder
+
+
 @pytest.fixture
-def owned(isolated_env) -> tuple[str, Path]:
+def owned(isolated_env, synced_once) -> tuple[str, Path]:
     """A history synced by its owner, in a folder only the owner may write.
 
     Under /tmp, not pytest's private (0700) folder: SQLite checks with
@@ -70,8 +94,10 @@ def owned(isolated_env) -> tuple[str, Path]:
     with tempfile.TemporaryDirectory(dir="/tmp", prefix="leansync-owned-") as where:
         folder = Path(where)
         folder.chmod(0o755)
+        for name in ("leansync.db", "leansync.db.lock"):
+            shutil.copyfile(synced_once / name, folder / name)
+            assert (folder / name).stat().st_mode == (synced_once / name).stat().st_mode  # as the sync made them
         url = f"sqlite:///{folder / 'leansync.db'}"
-        assert leansync(url, "sync", "-q", "--from-file", str(EXAMPLE), reader=False).returncode == 0
         yield url, folder
 
 
@@ -83,13 +109,16 @@ def test_every_read_command_works_for_a_user_who_may_not_write(owned, mode):
     (folder / "leansync.db").chmod(mode)
     before = folder_state(folder)
     assert sorted(before) == ["leansync.db", "leansync.db.lock"]
+    seen = {}
     for command in READ_COMMANDS:
         result = leansync(url, *command, reader=True)
         assert result.returncode == 0, f"{command}: {result.stderr}"
         assert result.stderr == ""
-        owner = leansync(url, *command, reader=False)
+        seen[command[0]] = result.stdout
+        owner = owner_sees(url, *command)
+        assert owner.exit_code == 0, f"{command}: {owner.stderr}"
         assert comparable(command, result.stdout) == comparable(command, owner.stdout), command
-    assert len(json.loads(leansync(url, "export", reader=True).stdout)["versions"]) == 4289
+    assert len(json.loads(seen["export"])["versions"]) == 4289  # what the reader's export printed
     assert folder_state(folder) == before  # nothing written, created or left behind
 
 
@@ -112,12 +141,9 @@ def test_a_reader_sees_what_is_still_in_the_wal_files_it_may_not_write(owned, ta
     holder = sqlite3.connect(database)  # the owner's other connection: the next sync cannot checkpoint and remove the WAL
     try:
         holder.execute("SELECT count(*) FROM sync_run").fetchone()
-        with FakeQuantConnect(versions=tag_versions[:10]) as qc:
-            env_url = qc.url
-            result = subprocess.run([LEANSYNC, "--database-url", url, "sync", "-q", "--allow-mass-removal",
-                                     "--api-url", env_url], capture_output=True, text=True, timeout=120,
-                                    env={**os.environ, **qc.env()})
-        assert result.returncode == 0, result.stderr
+        with FakeQuantConnect(versions=tag_versions[:10]) as qc:  # the owner's next sync, in-process
+            result = owner_sees(url, "sync", "-q", "--allow-mass-removal", "--api-url", qc.url, env=qc.env())
+        assert result.exit_code == 0, result.stderr
         wal = folder / "leansync.db-wal"
         assert wal.stat().st_size > 0 and (folder / "leansync.db-shm").exists()
         before = folder_state(folder)
@@ -139,7 +165,8 @@ def test_a_reader_sees_what_is_still_in_the_wal_files_it_may_not_write(owned, ta
 def test_every_read_command_works_with_a_select_only_role(database_url, postgres_cluster):
     import psycopg
 
-    assert leansync(database_url, "sync", "-q", "--from-file", str(EXAMPLE), reader=False).returncode == 0
+    synced = owner_sees(database_url, "sync", "-q", "--from-file", str(EXAMPLE))
+    assert synced.exit_code == 0, synced.stderr
     name = database_url.rsplit("/", 1)[1]
     role = f"reader_{name}"
     admin = psycopg.connect(host="127.0.0.1", port=postgres_cluster.port, user="postgres", dbname=name,
@@ -151,12 +178,13 @@ def test_every_read_command_works_with_a_select_only_role(database_url, postgres
         for command in READ_COMMANDS:
             result = leansync(reader_url, *command, reader=False)
             assert result.returncode == 0, f"{command}: {result.stderr}"
-            owner = leansync(database_url, *command, reader=False)
+            owner = owner_sees(database_url, *command)
+            assert owner.exit_code == 0, f"{command}: {owner.stderr}"
             shown = result.stdout.replace(f"{role}@", "postgres@")  # db current names the role
             assert comparable(command, shown) == comparable(command, owner.stdout), command
-        # The check can fail: this role may not write.
-        refused = leansync(reader_url, "sync", "--from-file", str(EXAMPLE), reader=False)
-        assert refused.returncode == 1 and "permission denied" in refused.stderr, refused.stderr
+        # The check can fail: this role may not write (in-process: what matters is the role, not the process).
+        refused = owner_sees(reader_url, "sync", "--from-file", str(EXAMPLE))
+        assert refused.exit_code == 1 and "permission denied" in refused.stderr, refused.stderr
     finally:
         admin.execute(f'DROP OWNED BY "{role}"')
         admin.execute(f'DROP ROLE IF EXISTS "{role}"')

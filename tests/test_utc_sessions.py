@@ -12,6 +12,11 @@ UTC whatever those say.
 A date that only leaves the calendar once its offset is applied is a bad
 answer, refused by name on both backends (tests/test_bad_answers.py has the
 message's style).
+
+The first sync of each round trip is the installed command, its environment
+(PGTZ, TZ) its own from the start; the later sync, the read commands and the
+refused answers run in-process (tests/main_in_process.py), in the same
+environment: os.environ for the call, time.tzset() for TZ.
 """
 
 import csv
@@ -20,11 +25,10 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from click.testing import CliRunner
 
 from dbstate import check_invariants, data_tables, engine_for, runs
 from faults import assert_failed_run, leansync
-from leansync.cli import cli
+from main_in_process import leansync_in_process
 
 EDGES = {  # id: (created as sent, as leansync shows it)
     1: ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
@@ -53,9 +57,9 @@ def sql(url: str, statement: str) -> None:
 
 
 def read(url: str, env: dict, *args) -> str:
-    """A read command, in-process (many of them: the syncs run the installed command), in the same zones."""
-    result = CliRunner().invoke(cli, ["--database-url", url, *args], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, (args, result.stderr)
+    """A read command, in-process, in the same zones."""
+    result = leansync_in_process(*args, url=url, env=env)
+    assert result.returncode == 0, (args, result.stderr)
     assert result.stderr == ""
     return result.stdout
 
@@ -88,8 +92,8 @@ def sync_and_read_back(url: str, write_response, env: dict) -> None:
     assert first.returncode == 0, first.stderr
     assert_round_trip(url, env)
     # A later run touches every edge version: it reads their stored state and opens new ones.
-    later = leansync("sync", "--json", "--from-file", write_response(edge_versions(" (amended)")), url=url,
-                     env=env)
+    later = leansync_in_process("sync", "--json", "--from-file", write_response(edge_versions(" (amended)")),
+                                url=url, env=env)
     assert later.returncode == 0, later.stderr
     assert json.loads(later.stdout)["updated"] == len(EDGES)
     assert_round_trip(url, env)
@@ -116,12 +120,13 @@ def test_edge_timestamps_round_trip_whatever_the_database_or_role_says(database_
 
 @pytest.mark.parametrize("created", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
 def test_a_date_that_leaves_the_calendar_in_utc_is_a_bad_answer(database_url, write_response, created):
-    good = leansync("sync", "-q", "--from-file", write_response(edge_versions()[:2]), url=database_url, env=PGTZ)
+    good = leansync_in_process("sync", "-q", "--from-file", write_response(edge_versions()[:2]), url=database_url,
+                               env=PGTZ)
     assert good.returncode == 0, good.stderr
     before = data_tables(database_url)
     versions = edge_versions()[:2] + [dict(edge_versions()[2], id=17993, created=created)]
     path = write_response(versions)
-    result = leansync("sync", "--from-file", path, url=database_url, env=PGTZ)
+    result = leansync_in_process("sync", "--from-file", path, url=database_url, env=PGTZ)
     assert_failed_run(result, database_url, before,
                       f'{path}: versions[2] (id 17993): field "created" leaves the calendar (years 1 to 9999) once '
                       f"converted to UTC: '{created}'")
