@@ -65,7 +65,7 @@ def leansync_in_process(*args, url: str | None = None, env: dict | None = None,
         handler.setStream(_CurrentStderr())
     try:
         with _environment(env):
-            result = CliRunner().invoke(cli, argv, input=input, catch_exceptions=False)
+            result = CliRunner().invoke(cli, argv, input=input, catch_exceptions=False, prog_name="leansync")
     finally:
         for handler in added:
             own.removeHandler(handler)

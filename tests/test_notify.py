@@ -14,7 +14,6 @@ freezegun, in-process.
 
 import hashlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from freezegun import freeze_time
 from dbstate import full_dump_text, snapshot
 from leansync.cli import cli
 from qc_server import FakeQuantConnect
+from main_in_process import leansync_in_process
 from notify_servers import HttpReceiver, SmtpReceiver, free_port, verify_signature
 
 # aiosmtpd warns about its own API while it authenticates, and Apprise, imported in-process, imports the
@@ -51,37 +51,9 @@ def leansync(url: str, *args, env: dict | None = None, timeout: float = 120) -> 
                           stdin=subprocess.DEVNULL)
 
 
-class _CurrentStderr:
-    """Writes to whatever sys.stderr is at the moment: inside CliRunner.invoke, the result's stderr."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 def here(url: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`leansync` in this process through click's CliRunner, answering as `leansync()` does.
-
-    leansync.cli.main() puts a handler on the "leansync" logger that prints its
-    warnings on stderr (log_to_stderr(verbose=False)); CliRunner calls cli()
-    without it, so the same handler (masked, bare message, WARNING and up) is
-    put there for the call: stderr holds what the installed command would print.
-    """
-    from leansync.masking import MaskingFormatter
-
-    handler = logging.StreamHandler(_CurrentStderr())
-    handler.setFormatter(MaskingFormatter("%(message)s"))
-    handler.setLevel(logging.WARNING)
-    own = logging.getLogger("leansync")
-    own.addHandler(handler)
-    try:
-        result = CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], env=env, catch_exceptions=False,
-                                    prog_name="leansync")
-    finally:
-        own.removeHandler(handler)
-    return subprocess.CompletedProcess(["leansync", *map(str, args)], result.exit_code, result.stdout, result.stderr)
+    """`leansync` in this process (CliRunner, with main()'s stderr logging), answering as `leansync()` does."""
+    return leansync_in_process(*args, url=url, env=env)
 
 
 def with_hashes(versions: list[dict]) -> list[dict]:
