@@ -279,9 +279,9 @@ class PostgresCluster:
         return " STRATEGY FILE_COPY" if self._admin_connection().info.server_version >= 150000 else ""
 
     def clone_database(self, template: str, name: str) -> None:
-        """Replace the database ``name`` with a copy of ``template`` (neither may have open connections)."""
+        """Replace the database ``name`` (its sessions ended) with a copy of ``template`` (which may have none)."""
         admin = self._admin_connection()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{self._copy_strategy()}')
 
     def drop_database(self, name: str) -> None:

@@ -108,11 +108,7 @@ class Copies:
         shutil.copyfile(source, target)
 
     def _pg_clone(self, source: str, target: str) -> None:
-        with self.cluster.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-            # FILE_COPY (PostgreSQL 15+) copies the files; the default, WAL_LOG, also writes them all to the WAL.
-            strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-            conn.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}"{strategy}')
+        self.cluster.clone_database(source, target)
 
     def save(self) -> None:
         """Keep the current state (every connection to it closed) as pristine.
