@@ -1,7 +1,9 @@
 """`sync --from-file PATH --observed-at WHEN`: a saved response recorded as seen at WHEN.
 
-Through the installed command (WHEN lies in the past, so no clock needs
-freezing) and, where "now" matters, in-process with a frozen clock.
+The installed command replays the README's git-scraping loop and reads a
+saved response from a real stdin pipe; the other cases run in this process as
+`main()` runs them (tests/main_inprocess.py), and where "now" matters, with a
+frozen clock. WHEN lies in the past elsewhere, so no clock needs freezing.
 """
 
 import json
@@ -18,6 +20,7 @@ from freezegun import freeze_time
 from dbstate import check_invariants, has_schema, raw_rows, runs
 from leansync import read
 from leansync.read import open_database
+from main_inprocess import invoke_main
 from samples import response
 
 UTC = timezone.utc
@@ -29,8 +32,16 @@ HISTORY_DOC = (Path(__file__).resolve().parent.parent / "docs" / "history.md").r
 
 
 def leansync(url, *args, input=None, cwd=None):
+    """The installed command."""
     return subprocess.run([str(LEANSYNC), "--database-url", url, *map(str, args)], input=input, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
+
+
+def in_process(url, *args, input=None):
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", url, *args, input=input)
+    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
+                                       result.stdout, result.stderr)
 
 
 def as_of(url, when):
@@ -54,7 +65,7 @@ def saved(write_response, tag_versions):
 
 def test_backfill_dates_every_row_at_when(database_url, saved):
     for path, when in zip(saved, ("2026-03-01T06:00", "2026-03-02T07:00+01:00", "2026-03-03T06:00:00Z")):
-        result = leansync(database_url, "sync", "--from-file", path, "--observed-at", when, "--json")
+        result = in_process(database_url, "sync", "--from-file", path, "--observed-at", when, "--json")
         assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"status": "success", "run_id": 3, "versions_seen": 4, "inserted": 0,
                                          "updated": 0, "unchanged": 4, "removed": 1, "restored": 0,
@@ -69,16 +80,17 @@ def test_backfill_dates_every_row_at_when(database_url, saved):
     assert len(as_of(database_url, T2)) == 5
     assert len(as_of(database_url, T3)) == 4
     assert {r["valid_from"] for r in as_of(database_url, T3)} <= {T1, T2}
-    changes = leansync(database_url, "changes", "--since", "2026-03-01", "--format", "json")
+    changes = in_process(database_url, "changes", "--since", "2026-03-01", "--format", "json")
     assert {(e["event"], e["event_time"][:10]) for e in json.loads(changes.stdout)} >= {
         ("new_version", "2026-03-01"), ("changed", "2026-03-02"), ("removed", "2026-03-03")}
 
 
 def test_a_when_not_later_than_every_run_is_refused(database_url, saved, tmp_path):
-    assert leansync(database_url, "sync", "--from-file", saved[0], "--observed-at", "2026-03-01T06:00").returncode == 0
+    first = in_process(database_url, "sync", "--from-file", saved[0], "--observed-at", "2026-03-01T06:00")
+    assert first.returncode == 0, first.stderr
     before = raw_rows(database_url)
     for when, *dry in (("2026-03-01T07:00+01:00",), ("2026-02-28", "--dry-run")):  # equal, earlier
-        result = leansync(database_url, "sync", "--from-file", saved[1], "--observed-at", when, *dry)
+        result = in_process(database_url, "sync", "--from-file", saved[1], "--observed-at", when, *dry)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("leansync: error: --observed-at ")
         assert "not later than the newest successful run (run 1 at 2026-03-01T06:00:00Z)" in result.stderr
@@ -88,20 +100,20 @@ def test_a_when_not_later_than_every_run_is_refused(database_url, saved, tmp_pat
     # A failed backfill is recorded, but it wrote no history: the right file may follow at the same WHEN.
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
-    failed = leansync(database_url, "sync", "--from-file", bad, "--observed-at", "2026-03-02", "--json")
+    failed = in_process(database_url, "sync", "--from-file", bad, "--observed-at", "2026-03-02", "--json")
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["run_id"] == 2
     assert runs(database_url)[-1]["started_at"] == T2.replace(hour=0)
-    again = leansync(database_url, "sync", "--from-file", saved[1], "--observed-at", "2026-03-02")
+    again = in_process(database_url, "sync", "--from-file", saved[1], "--observed-at", "2026-03-02")
     assert again.returncode == 0, again.stderr
     assert [(r["id"], r["status"], r["started_at"]) for r in runs(database_url)[1:]] == [
         (2, "failed", T2.replace(hour=0)), (3, "success", T2.replace(hour=0))]
     check_invariants(database_url)
     # ... and the successful one is the newest: the failure is behind it.
-    check = leansync(database_url, "check", "--max-age", "99999d")
+    check = in_process(database_url, "check", "--max-age", "99999d")
     assert check.returncode == 0 and "failed_runs=0" in check.stdout, check.stdout
     # Now that one wrote history, its WHEN is taken.
-    taken = leansync(database_url, "sync", "--from-file", saved[2], "--observed-at", "2026-03-02")
+    taken = in_process(database_url, "sync", "--from-file", saved[2], "--observed-at", "2026-03-02")
     assert taken.returncode == 2
     assert "(run 3 at 2026-03-02T00:00:00Z)" in taken.stderr
 
@@ -133,9 +145,10 @@ def test_observed_at_takes_a_valid_when(run):
 
 
 def test_dry_run_and_stdin(database_url, saved):
+    """The dry run in this process; the sync through the installed command, its stdin a real pipe."""
     text = saved[0].read_text()
-    dry = leansync(database_url, "sync", "--from-file", "-", "--observed-at", "2026-03-01", "--dry-run", "--json",
-                   input=text)
+    dry = in_process(database_url, "sync", "--from-file", "-", "--observed-at", "2026-03-01", "--dry-run", "--json",
+                     input=text)
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["status"] == "dry_run"
     assert not has_schema(database_url)

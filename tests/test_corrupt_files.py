@@ -6,6 +6,10 @@ database goes: every command says so in one sentence naming the file, exits
 empty file is a valid empty SQLite database, and a sync into it works.
 Where the lock file goes, a folder or a FIFO is one sentence naming the
 path; an empty or garbage lock file is fine (flock ignores its content).
+
+Each case runs at least one command through the installed command (a FIFO
+lock file only there, where a hang would be cut by a timeout); the others run
+in this process as `main()` runs them (tests/main_inprocess.py).
 """
 
 import hashlib
@@ -14,13 +18,13 @@ import os
 import random
 from pathlib import Path
 
-import pytest
+import subprocess
 
-from click.testing import CliRunner
+import pytest
 
 from dbstate import check_integrity, runs
 from faults import error_sentence, leansync
-from leansync.cli import cli
+from main_inprocess import invoke_main
 from samples import response
 
 pytestmark = pytest.mark.sqlite_only
@@ -33,9 +37,16 @@ COMMANDS = [
 ]
 
 
+def in_process(*args, url: str) -> subprocess.CompletedProcess:
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", url, *args)
+    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
+                                       result.stdout, result.stderr)
+
+
 def make_truncated(path: Path, payload: Path) -> None:
     """A real leansync database cut to half its size (a copy that stopped half-way)."""
-    assert leansync("sync", "-q", "--from-file", payload, url=f"sqlite:///{path}").returncode == 0
+    assert in_process("sync", "-q", "--from-file", payload, url=f"sqlite:///{path}").returncode == 0
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
 
@@ -69,19 +80,20 @@ def digest(path: Path) -> str:
 
 
 def each_command(url: str, payload: Path):
-    """Every command on ``url``: in-process (quick), and sync also as the installed command."""
+    """Every command on ``url``: in-process as main() runs it (quick), and sync also as the installed command."""
     for command in COMMANDS:
         args = [a.format(payload=payload) for a in command]
-        yield command, CliRunner().invoke(cli, ["--database-url", url, *args], catch_exceptions=False)
+        yield command, in_process(*args, url=url)
     yield ("installed", "sync"), leansync("sync", "--from-file", payload, url=url)
 
 
 def returncode(result) -> int:
-    return getattr(result, "returncode", getattr(result, "exit_code", None))
+    return result.returncode
 
 
 @pytest.mark.parametrize("kind", FOREIGN)
 def test_a_foreign_or_damaged_database_file_is_named_and_left_untouched(tmp_path, payload, kind):
+    """`check` through the installed command on the truncated database, in this process on the others."""
     path = tmp_path / "history.db"
     FOREIGN[kind](path, payload)
     before = digest(path)
@@ -91,7 +103,7 @@ def test_a_foreign_or_damaged_database_file_is_named_and_left_untouched(tmp_path
         message = error_sentence(result)
         assert str(path) in message and "not a SQLite database or is damaged" in message, (command, message)
         assert digest(path) == before, f"{' '.join(command)} changed the file"
-    check = leansync("check", "--max-age", "1h", url=url)
+    check = (leansync if kind == "truncated" else in_process)("check", "--max-age", "1h", url=url)
     assert check.returncode == 3 and check.stdout.startswith("UNKNOWN - ") and str(path) in check.stdout
     assert check.stdout.count("\n") == 1 and check.stderr == ""
     assert digest(path) == before
@@ -109,10 +121,11 @@ def test_a_folder_where_the_database_goes_is_named(tmp_path, payload):
 
 
 def test_an_empty_file_is_an_empty_database_and_a_sync_into_it_works(tmp_path, payload):
+    """`versions` in this process, the sync through the installed command."""
     path = tmp_path / "history.db"
     path.touch()
     url = f"sqlite:///{path}"
-    result = leansync("versions", url=url)
+    result = in_process("versions", url=url)
     assert result.returncode == 2 and "has no schema" in error_sentence(result)
     assert path.stat().st_size == 0
     result = leansync("sync", "--json", "--from-file", payload, url=url)
@@ -124,21 +137,25 @@ def test_an_empty_file_is_an_empty_database_and_a_sync_into_it_works(tmp_path, p
 
 @pytest.mark.parametrize("content", [b"", b"\x00\xff garbage that is no lock \n" * 10], ids=["empty", "garbage"])
 def test_an_empty_or_garbage_lock_file_is_fine(tmp_path, payload, content):
+    """The empty one through the installed command, the garbage one in this process."""
     path = tmp_path / "history.db"
     lock = tmp_path / "history.db.lock"
     lock.write_bytes(content)
-    result = leansync("sync", "-q", "--from-file", payload, url=f"sqlite:///{path}")
+    result = (in_process if content else leansync)("sync", "-q", "--from-file", payload, url=f"sqlite:///{path}")
     assert result.returncode == 0, result.stderr
     assert lock.read_bytes() == content
 
 
 @pytest.mark.parametrize("obstacle", ["folder", "fifo"])
 def test_an_obstacle_where_the_lock_file_goes_is_named(tmp_path, payload, obstacle):
+    """The folder in this process; the FIFO through the installed command, where a hang would meet a timeout."""
     lock = tmp_path / "history.db.lock"
+    url = f"sqlite:///{tmp_path / 'history.db'}"
     if obstacle == "folder":
         lock.mkdir()
+        result = in_process("sync", "--from-file", payload, url=url)
     else:
         os.mkfifo(lock)
-    result = leansync("sync", "--from-file", payload, url=f"sqlite:///{tmp_path / 'history.db'}", timeout=30)
+        result = leansync("sync", "--from-file", payload, url=url, timeout=30)
     assert result.returncode == 1, result.stderr
     assert f"the lock file {lock}" in error_sentence(result)

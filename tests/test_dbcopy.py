@@ -1,8 +1,11 @@
 """`leansync db copy --to URL`: a history moved to the other backend answers every query alike.
 
 Each test copies from the ``database_url`` backend to the other one, so both
-directions run (SQLite -> PostgreSQL and back). The copy goes through the
-installed command; the answers are compared in-process with a frozen clock.
+directions run (SQLite -> PostgreSQL and back). A full copy and a copy that
+meets a lock held by another process go through the installed command; the
+other copies run in this process as `main()` runs them
+(tests/main_inprocess.py). The answers are compared in-process with a frozen
+clock.
 """
 
 import json
@@ -20,6 +23,7 @@ from leansync.cli import cli
 from leansync.history.lock import run_lock
 from leansync.store.database import make_engine
 from leansync.store.models import metadata
+from main_inprocess import invoke_main
 
 UTC = timezone.utc
 TIMES = [datetime(2026, 3, day, 6, 0, tzinfo=UTC) for day in range(1, 7)]
@@ -37,12 +41,24 @@ def other_url(database_url, request, tmp_path):
 
 def cli_on(url, *args, at=LATER):
     with freeze_time(at):
-        return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], catch_exceptions=False)
+        return invoke(url, *args)
+
+
+def invoke(url, *args):
+    """The command in this process (the clock as the caller left it)."""
+    return CliRunner().invoke(cli, ["--database-url", url, *map(str, args)], catch_exceptions=False)
 
 
 def db_copy(source, target, *args):
+    """The installed command."""
     return subprocess.run([str(LEANSYNC), "--database-url", source, "db", "copy", "--to", target, *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def db_copy_in_process(source, target, *args):
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", source, "db", "copy", "--to", target, *args)
+    return subprocess.CompletedProcess(["leansync", "db", "copy"], result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture
@@ -62,19 +78,24 @@ def history(database_url, write_response, tag_versions):
 
 
 def answers(url) -> dict:
-    """Each query's JSON answer, parsed: jsonb keeps the keys of `raw` but not their order."""
+    """Each query's JSON answer, parsed: jsonb keeps the keys of `raw` but not their order.
+
+    The clock stands still at LATER for every query (one freeze, not one per query: each costs a walk
+    over every loaded module).
+    """
     out = {}
-    for n, at in enumerate(TIMES):
-        for moment in (at - timedelta(microseconds=1), at):
-            out[f"as-of {n} {moment}"] = cli_on(url, "versions", "--as-of", moment.isoformat(), "--format",
-                                                "json").output
-    out["versions --all"] = cli_on(url, "versions", "--all", "--format", "json").output
-    out["changes"] = cli_on(url, "changes", "--since", "2026-01-01", "--format", "json").output
-    out["hashes"] = cli_on(url, "hashes", "--format", "json").output
-    out["runs"] = cli_on(url, "runs", "--format", "json").output
-    out["show"] = cli_on(url, "show", "18024", "--format", "json").output
+    with freeze_time(LATER):
+        for n, at in enumerate(TIMES):
+            for moment in (at - timedelta(microseconds=1), at):
+                out[f"as-of {n} {moment}"] = invoke(url, "versions", "--as-of", moment.isoformat(), "--format",
+                                                    "json").output
+        out["versions --all"] = invoke(url, "versions", "--all", "--format", "json").output
+        out["changes"] = invoke(url, "changes", "--since", "2026-01-01", "--format", "json").output
+        out["hashes"] = invoke(url, "hashes", "--format", "json").output
+        out["runs"] = invoke(url, "runs", "--format", "json").output
+        out["show"] = invoke(url, "show", "18024", "--format", "json").output
+        check = invoke(url, "check", "--max-age", "7d")
     out = {name: json.loads(text) for name, text in out.items()}
-    check = cli_on(url, "check", "--max-age", "7d")
     out["check"] = (check.exit_code, check.output)
     return out
 
@@ -105,7 +126,7 @@ def test_a_copy_answers_every_query_alike_and_takes_the_next_sync(history, other
 def test_a_target_with_a_run_is_refused(history, other_url, write_response, tag_versions):
     assert cli_on(other_url, "sync", "--from-file", write_response(tag_versions[:1])).exit_code == 0
     before = raw_rows(other_url)
-    result = db_copy(history, other_url, "-q")
+    result = db_copy_in_process(history, other_url, "-q")
     assert result.returncode == 2
     assert result.stderr.startswith("leansync: error: ")
     assert "already holds 1 sync run(s); db copy fills only a database without history, nothing was " \
@@ -116,7 +137,7 @@ def test_a_target_with_a_run_is_refused(history, other_url, write_response, tag_
 
 def test_an_empty_history_copies_nothing_but_the_schema(database_url, other_url):
     assert cli_on(database_url, "db", "upgrade").exit_code == 0
-    result = db_copy(database_url, other_url, "-q")
+    result = db_copy_in_process(database_url, other_url, "-q")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert has_schema(other_url)
     assert json.loads(cli_on(other_url, "runs", "--format", "json").output) == []
@@ -124,7 +145,7 @@ def test_an_empty_history_copies_nothing_but_the_schema(database_url, other_url)
 
 def test_a_missing_source_is_an_error_and_creates_nothing(tmp_path, other_url):
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
-    result = db_copy(missing, other_url)
+    result = db_copy_in_process(missing, other_url)
     assert result.returncode == 2
     assert result.stderr.startswith(f"leansync: error: no leansync database at {missing}")
     assert not (tmp_path / "missing.db").exists()
@@ -132,6 +153,7 @@ def test_a_missing_source_is_an_error_and_creates_nothing(tmp_path, other_url):
 
 
 def test_a_busy_target_lock_is_exit_75(history, other_url):
+    """The lock held here, the copy in another process: the installed command."""
     assert cli_on(other_url, "db", "upgrade").exit_code == 0
     engine = make_engine(other_url)
     try:

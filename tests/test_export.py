@@ -1,7 +1,8 @@
 """`leansync export [--as-of WHEN]` and leansync.export: the API's answer as it stood at a moment.
 
-The command through the installed command, the function called directly;
-both on each backend. The round trip (export, then backfill the export into
+The command through the installed command (an export at a moment, and a
+missing database), otherwise in this process as `main()` runs it
+(tests/main_inprocess.py); the function called directly; all on each backend. The round trip (export, then backfill the export into
 a database on the other backend) is tests/test_export_roundtrip.py.
 """
 
@@ -18,6 +19,7 @@ from freezegun import freeze_time
 import leansync
 from dbstate import has_schema, raw_rows
 from leansync.cli import cli
+from main_inprocess import invoke_main
 
 UTC = timezone.utc
 T1 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
@@ -29,8 +31,16 @@ KEYS = ["id", "name", "description", "ref", "leanHash", "leanCloudHash", "public
 
 
 def leansync_cmd(url, *args):
+    """The installed command."""
     return subprocess.run([str(LEANSYNC), "--database-url", url, *map(str, args)], capture_output=True, text=True,
                           timeout=60)
+
+
+def in_process(url, *args):
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", url, *args)
+    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
+                                       result.stdout, result.stderr)
 
 
 def item(version_id, **fields):
@@ -58,6 +68,7 @@ def synced(database_url, write_response):
 
 
 def test_export_as_of_each_moment(synced):
+    """The first export through the installed command, the others in this process."""
     at_t1 = leansync_cmd(synced, "export", "--as-of", "2026-03-01T06:00")
     assert at_t1.returncode == 0, at_t1.stderr
     assert at_t1.stderr == ""
@@ -71,22 +82,22 @@ def test_export_as_of_each_moment(synced):
     assert [list(v) for v in document["versions"]] == [KEYS, KEYS]  # the API's keys, in this order
     assert list(document) == ["versions", "success", "errors"]
 
-    at_t2 = json.loads(leansync_cmd(synced, "export", "--as-of", "2026-03-02T06:00").stdout)["versions"]
+    at_t2 = json.loads(in_process(synced, "export", "--as-of", "2026-03-02T06:00").stdout)["versions"]
     assert [v["id"] for v in at_t2] == [1, 2, 3]
     assert at_t2[0]["public"] is False
     assert at_t2[1] == {"id": 2, "name": "v2.5.2", "description": None, "ref": "master", "leanHash": f"{2:040x}",
                         "leanCloudHash": f"{3:040x}", "public": True, "created": "2026-02-01T10:00:00Z",
                         "notes": {"beta": True}}
     assert at_t2[2]["public"] is False  # 0 is the API's false
-    just_before = json.loads(leansync_cmd(synced, "export", "--as-of", "2026-03-02T05:59:59.999999").stdout)
+    just_before = json.loads(in_process(synced, "export", "--as-of", "2026-03-02T05:59:59.999999").stdout)
     assert just_before == document
-    now = json.loads(leansync_cmd(synced, "export").stdout)
+    now = json.loads(in_process(synced, "export").stdout)
     assert [v["id"] for v in now["versions"]] == [2, 3]
 
 
 def test_the_function_gives_the_same_document(synced):
     assert leansync.export(database_url=synced, as_of=T2) == json.loads(
-        leansync_cmd(synced, "export", "--as-of", T2.isoformat()).stdout)
+        in_process(synced, "export", "--as-of", T2.isoformat()).stdout)
     assert leansync.export(database_url=synced, as_of=T1 - timedelta(microseconds=1)) == EMPTY
     assert [v["id"] for v in leansync.export(database_url=synced)["versions"]] == [2, 3]
     with pytest.raises(leansync.ConfigError, match="timezone-aware"):
@@ -95,13 +106,13 @@ def test_the_function_gives_the_same_document(synced):
 
 def test_export_is_read_only(synced, database_url):
     before = raw_rows(synced)
-    assert leansync_cmd(synced, "export").returncode == 0
+    assert in_process(synced, "export").returncode == 0
     assert raw_rows(synced) == before
 
 
 def test_before_the_first_run_the_answer_is_empty(database_url):
-    assert leansync_cmd(database_url, "db", "upgrade", "-q").returncode == 0
-    result = leansync_cmd(database_url, "export")
+    assert in_process(database_url, "db", "upgrade", "-q").returncode == 0
+    result = in_process(database_url, "export")
     assert (result.returncode, json.loads(result.stdout)) == (0, EMPTY)
     assert result.stdout == '{"versions": [], "success": true, "errors": []}\n'
     assert leansync.export(database_url=database_url) == EMPTY

@@ -1,10 +1,18 @@
 """A local mistake is a usage error (exit 2) that records nothing (issue 15).
 
-Each mistake runs through the command line twice: on an existing history,
-which must stay byte for byte as it was (SQLite: the file and its folder;
-PostgreSQL: every row), and where there is no database yet, where no file
+Each mistake runs twice on each backend: through the installed command on an
+existing history, which must stay byte for byte as it was (SQLite: the file
+and its folder; PostgreSQL: every row), and, in this process as `main()` runs
+it (tests/main_inprocess.py), where there is no database yet, where no file
 (database, lock, journal, WAL) may appear. A failed run is for the API and
 its answer, not for typos.
+
+What needs a real process keeps the installed command: environment bytes that
+are not UTF-8, another OS user, a missing driver at start-up, and at least one
+run of each refused database URL and path. The other cases of those run in
+this process; where the current directory is part of the test, the test moves
+this process into its own folder (monkeypatch.chdir: each pytest-xdist worker
+is a process of its own, and runs one test at a time).
 """
 
 import json
@@ -20,6 +28,7 @@ import pytest
 from clitext import error_line
 from dbstate import has_schema, is_sqlite, raw_rows
 from leansync.store.database import sqlite_path
+from main_inprocess import invoke_main
 from qc_server import FakeQuantConnect
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
@@ -73,8 +82,16 @@ MISTAKES = [
 
 
 def leansync(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed command."""
     return subprocess.run([LEANSYNC, "--database-url", url, *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def in_process(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", url, *args, env=env)
+    return subprocess.CompletedProcess(["leansync", "--database-url", url, *args], result.exit_code,
+                                       result.stdout, result.stderr)
 
 
 def message(stderr: str) -> str:
@@ -92,12 +109,12 @@ def test_a_local_mistake_is_a_usage_error_that_records_nothing(name, args, says,
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     (tmp_path / "r.json").write_text(json.dumps({"versions": ten, "success": True}))
     env = qc.env()
-    # Where there is no database yet: no file appears.
-    result = leansync(database_url, *args, env=env)
+    # Where there is no database yet (in this process, as main() runs it): no file appears.
+    result = in_process(database_url, *args, env=env)
     assert result.returncode == 2, result.stderr
     assert says in message(result.stderr)
     assert state(database_url) in ({}, None), f"{name} created {state(database_url)}"
-    # On a history: it stays byte for byte.
+    # On a history (the installed command): it stays byte for byte.
     assert run("sync", "--from-file", write_response(ten)).exit_code == 0
     before = state(database_url)
     result = leansync(database_url, *args, env=env)
@@ -124,22 +141,31 @@ def credentials_file(home: Path, content: bytes) -> Path:
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "latin-1", "cp1252"])
 def test_a_credentials_file_in_any_encoding_is_read(encoding, isolated_env, tmp_path, ten):
-    """Windows Notepad saves "Unicode" as UTF-16 with a BOM and "ANSI" as cp1252."""
+    """Windows Notepad saves "Unicode" as UTF-16 with a BOM and "ANSI" as cp1252.
+
+    Notepad's UTF-16 goes through the installed command, the others run in this process.
+    """
     token = "tökén-5e1d"  # not ASCII, so the encoding matters
     text = json.dumps({"user-id": USER_ID, "api-token": token}, ensure_ascii=False)
     credentials_file(isolated_env, text.encode(encoding))
     url = f"sqlite:///{tmp_path / 'h.db'}"
+    command = leansync if encoding == "utf-16" else in_process
     with FakeQuantConnect(versions=ten, user_id=USER_ID, token=token) as server:
-        result = leansync(url, "sync", "--json", "--api-url", server.url)
+        result = command(url, "sync", "--json", "--api-url", server.url)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "success"
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe{\x00", b"{\"user-id\": 1, \"api-token\": \"\x81\x8d", b"\x00\x00\x00"])
+UNDECODABLE = [b"\xff\xfe{\x00", b"{\"user-id\": 1, \"api-token\": \"\x81\x8d", b"\x00\x00\x00"]
+
+
+@pytest.mark.parametrize("content", UNDECODABLE)
 def test_undecodable_credentials_are_a_usage_error_that_never_echoes_them(content, isolated_env, tmp_path):
+    """The first through the installed command, the others in this process."""
     path = credentials_file(isolated_env, content)
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    result = leansync(url, "sync", "--api-url", "http://127.0.0.1:9/")
+    command = leansync if content == UNDECODABLE[0] else in_process
+    result = command(url, "sync", "--api-url", "http://127.0.0.1:9/")
     assert result.returncode == 2
     assert error_line(result.stderr) == (f"{path} is not valid JSON in UTF-8, UTF-16, UTF-32 or Latin-1; "
                                          "run `lean login` again")
@@ -167,11 +193,16 @@ def test_credentials_that_are_not_utf8_are_a_usage_error(variable, database_url,
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
 @pytest.mark.parametrize("command", [["sync", "--from-file", "{example}"], ["db", "upgrade"], ["runs"],
                                      ["sync", "--dry-run", "--from-file", "{example}"]])
-def test_a_url_that_keeps_nothing_is_refused(url, command, tmp_path):
+def test_a_url_that_keeps_nothing_is_refused(url, command, tmp_path, monkeypatch):
+    """The sync through the installed command started in tmp_path; the others in this process, moved there."""
     example = Path(__file__).parent.parent / "examples" / "lean-versions-read.json"
     args = [a.replace("{example}", str(example)) for a in command]
-    result = subprocess.run([LEANSYNC, "--database-url", url, *args], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=120)
+    if command[0] == "sync" and "--dry-run" not in command:
+        result = subprocess.run([LEANSYNC, "--database-url", url, *args], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=120)
+    else:
+        monkeypatch.chdir(tmp_path)
+        result = in_process(url, *args)
     assert result.returncode == 2, result.stderr
     assert error_line(result.stderr).startswith(f"the database URL {url} names no file, so nothing would be kept")
     assert list(tmp_path.iterdir()) == []
@@ -181,13 +212,14 @@ def test_a_url_that_keeps_nothing_is_refused(url, command, tmp_path):
 @pytest.mark.parametrize("command", [["sync", "--from-file", "{example}"], ["db", "upgrade"], ["runs"],
                                      ["check", "--max-age", "1h"]])
 def test_a_path_where_no_database_can_live_is_refused_and_left_alone(where, command, tmp_path):
+    """The sync through the installed command, the others in this process."""
     example = Path(__file__).parent.parent / "examples" / "lean-versions-read.json"
     target = tmp_path / "folder" if where == "directory" else Path(where)
     if where == "directory":
         target.mkdir()
     around = sorted(target.parent.iterdir())
     args = [a.replace("{example}", str(example)) for a in command]
-    result = leansync(f"sqlite:///{target}", *args)
+    result = (leansync if command[0] == "sync" else in_process)(f"sqlite:///{target}", *args)
     what = "a directory" if where == "directory" else "a device or other special file"
     expected = f"the database path {target} is {what}, not a file, so no database can live there"
     if command[0] == "check":
@@ -198,16 +230,22 @@ def test_a_path_where_no_database_can_live_is_refused_and_left_alone(where, comm
     assert sorted(target.parent.iterdir()) == around  # no stray lock or journal file
 
 
-def test_a_three_slash_url_gets_the_hint(tmp_path):
-    """sqlite:///var/lib/... meant /var/lib: relative to the current directory, a folder that is not there."""
+def test_a_three_slash_url_gets_the_hint(tmp_path, monkeypatch):
+    """sqlite:///var/lib/... meant /var/lib: relative to the current directory, a folder that is not there.
+
+    The sync through the installed command started in tmp_path; `versions` in this process, moved there.
+    """
     example = Path(__file__).parent.parent / "examples" / "lean-versions-read.json"
     hint = ("a three-slash SQLite URL is relative to the current directory; give an absolute path with four "
             "slashes, e.g. sqlite:////var/lib/leansync/leansync.db")
-    for args in (["sync", "--from-file", str(example)], ["versions"]):
-        result = subprocess.run([LEANSYNC, "--database-url", "sqlite:///var/lib/leansync/h.db", *args],
-                                capture_output=True, text=True, cwd=tmp_path, timeout=120)
-        assert result.returncode == 2
-        assert error_line(result.stderr).endswith(hint)
+    result = subprocess.run([LEANSYNC, "--database-url", "sqlite:///var/lib/leansync/h.db", "sync", "--from-file",
+                             str(example)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert error_line(result.stderr).endswith(hint)
+    monkeypatch.chdir(tmp_path)
+    result = in_process("sqlite:///var/lib/leansync/h.db", "versions")
+    assert result.returncode == 2
+    assert error_line(result.stderr).endswith(hint)
     assert list(tmp_path.iterdir()) == []  # no var/lib/leansync grown under the current directory
 
 

@@ -5,6 +5,8 @@ installed `leansync`, given another spelling of the same file (a symlink to
 the file, a symlinked folder, "..", a relative path), must wait for it: with
 ``--lock-timeout`` it gives up with exit 75 and writes nothing, and with a
 longer one it proceeds once the test lets go, its run after the holder's.
+The set-up sync that makes the database runs in this process as `main()` runs
+it (tests/main_inprocess.py); every run that meets the lock is another process.
 """
 
 import json
@@ -21,6 +23,7 @@ from dbstate import check_invariants, runs, snapshot
 from faults import LEANSYNC, error_sentence, leansync
 from leansync.history.lock import lock_file_path, run_lock
 from leansync.store.database import make_engine
+from main_inprocess import invoke_main
 
 
 def _symlinked_file(real: Path, tmp: Path) -> str:
@@ -62,8 +65,9 @@ def database(tmp_path, write_response, tag_versions) -> Path:
     """A database with one run, at tmp/real/history.db; the command runs in tmp/cwd."""
     real = tmp_path / "real" / "history.db"
     (tmp_path / "cwd").mkdir()
-    result = leansync("sync", "-q", "--from-file", write_response(tag_versions[:5]), url=f"sqlite:///{real}")
-    assert result.returncode == 0, result.stderr
+    result = invoke_main("--database-url", f"sqlite:///{real}", "sync", "-q", "--from-file",
+                         write_response(tag_versions[:5]))
+    assert result.exit_code == 0, result.stderr
     return real
 
 

@@ -4,20 +4,40 @@ The body is read as it streams in and counted after decompression; past
 the cap the read stops: exit 1, one sentence with the cap and how much had
 arrived, a `failed` run, no data changed. A Content-Length above the cap is
 refused before anything is read. The process's peak RSS stays under the
-cap + 100 MB, measured on the installed command.
+cap + 100 MB, measured on the installed command. The set-up sync and the
+checks that are not about the process run in this process as `main()` runs
+them (tests/main_inprocess.py).
 """
 
 import itertools
+import subprocess
 import zlib
 
 import pytest
 
-from faults import assert_failed_run, leansync, leansync_peak_rss, qc, synced  # noqa: F401 (fixtures)
+from dbstate import data_tables
+from faults import assert_failed_run, leansync_peak_rss, qc  # noqa: F401 (fixtures)
+from main_inprocess import invoke_main
 from qc_server import Reply
 
 MIB = 1024 * 1024
 CAP_MB = 16
 RSS_BOUND = (CAP_MB + 100) * MIB
+
+
+def in_process(*args, url: str, env: dict) -> subprocess.CompletedProcess:
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", url, *args, env=env)
+    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
+                                       result.stdout, result.stderr)
+
+
+@pytest.fixture
+def synced(qc, database_url):
+    """A database with one successful run of the server's list; returns its data tables."""
+    result = in_process("sync", "-q", url=database_url, env=qc.env())
+    assert result.returncode == 0, result.stderr
+    return data_tables(database_url)
 
 
 def assert_too_large(result, database_url, before) -> str:
@@ -57,7 +77,7 @@ def test_a_small_gzip_body_expanding_past_the_cap_is_counted_decompressed(synced
 def test_a_content_length_above_the_cap_is_refused_before_reading(synced, qc, database_url):
     """The body would take longer than the deadline to arrive: a run that read it would say so instead."""
     qc.reply(Reply(body=b"{}" * 100, content_length=40 * MIB, trickle=1.0, trickle_headers=False))
-    result = leansync("sync", "--max-response-mb", CAP_MB, "--deadline", "5", url=database_url, env=qc.env())
+    result = in_process("sync", "--max-response-mb", CAP_MB, "--deadline", "5", url=database_url, env=qc.env())
     message = assert_too_large(result, database_url, synced)
     assert "announced an answer of 40.0 MiB (Content-Length)" in message and "nothing was read" in message
 
@@ -65,6 +85,6 @@ def test_a_content_length_above_the_cap_is_refused_before_reading(synced, qc, da
 @pytest.mark.sqlite_only
 def test_an_answer_under_the_cap_is_synced(synced, qc, database_url, tag_versions):
     qc.versions = tag_versions[:30]
-    result = leansync("sync", "--json", "--max-response-mb", "0.5", url=database_url, env=qc.env())
+    result = in_process("sync", "--json", "--max-response-mb", "0.5", url=database_url, env=qc.env())
     assert result.returncode == 0, result.stderr
     assert '"inserted": 10' in result.stdout

@@ -1,13 +1,18 @@
 """The API token never leaks (reliability issue, item 8).
 
-The installed `leansync` command runs with a distinctive token through
-every path: success, rejected credentials, a persistent HTTP 500, a timeout,
-a bad payload, each plain, with --json, and with -v (debug logs of requests
-and tracebacks of failures). The token must appear in no stdout, no stderr
-(where the logs go), no exception text and no table; the Authorization
-header built from it (replayable for two hours) must not appear either.
-~/.lean/credentials readable by others gets a one-line warning with the
-chmod 600 fix, silent under -q.
+`leansync sync` runs with a distinctive token through every path: success,
+rejected credentials, a persistent HTTP 500, a timeout, a bad payload, each
+plain, with --json, and with -v (debug logs of requests and tracebacks of
+failures). The token must appear in no stdout, no stderr (where the logs go),
+no exception text and no table; the Authorization header built from it
+(replayable for two hours) must not appear either. ~/.lean/credentials
+readable by others gets a one-line warning with the chmod 600 fix, silent
+under -q.
+
+-v configures logging for the whole process, so every -v case runs through
+the installed command. Plain and --json cases run in this process as `main()`
+runs them (tests/main_inprocess.py: its stderr log handler, and no secret
+registered for masking by an earlier command).
 """
 
 import json
@@ -24,6 +29,7 @@ from leansync.source.api import fetch_versions
 from leansync.config import load_credentials
 from leansync.store.database import sqlite_path
 from leansync.errors import LeansyncError
+from main_inprocess import invoke_main
 from qc_server import FakeQuantConnect, Reply
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
@@ -40,6 +46,13 @@ def qc(tag_versions):
 def leansync(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([LEANSYNC, "--database-url", url, *args], env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def in_process(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
+    result = invoke_main("--database-url", url, *args, env=env)
+    return subprocess.CompletedProcess(["leansync", "--database-url", url, *args], result.exit_code,
+                                       result.stdout, result.stderr)
 
 
 def scenarios(qc):
@@ -65,7 +78,7 @@ def scenarios(qc):
 
 
 @pytest.mark.slow
-def test_the_token_appears_in_no_output_and_no_table(qc, run, database_url, isolated_env):
+def test_the_token_appears_in_no_output_and_no_table(qc, database_url, isolated_env):
     outputs = []
     for name, setup, options, code in scenarios(qc):
         # In-process for the plain and --json outputs; the installed command for
@@ -77,12 +90,11 @@ def test_the_token_appears_in_no_output_and_no_table(qc, run, database_url, isol
             where = f"{name} {flags}"
             if "-v" in flags:
                 result = leansync(database_url, "sync", *flags, *options, env=env)
-                returncode, text = result.returncode, result.stdout + result.stderr
                 assert "leansync: urllib3" in result.stderr, where  # the debug logs were on
                 assert ("Traceback" in result.stderr) == bool(code), where
             else:
-                result = run("sync", *flags, *options, env=env)
-                returncode, text = result.exit_code, result.stdout + result.stderr
+                result = in_process(database_url, "sync", *flags, *options, env=env)
+            returncode, text = result.returncode, result.stdout + result.stderr
             assert returncode == code, f"{where}: {text}"
             outputs.append((where, text))
 
@@ -205,7 +217,10 @@ READ_COMMANDS = [["versions", "--limit", "3"], ["show", "17453"], ["show", "1"],
 @pytest.mark.slow
 def test_a_database_password_is_masked_by_every_command(database_url, write_response, tag_versions,
                                                         postgres_cluster, tmp_path):
-    """Every command that names the database, with -v (its logs and tracebacks), check's line included."""
+    """Every command that names the database, with -v (its logs and tracebacks), check's line included.
+
+    The -v runs go through the installed command; the plain ones run in this process as `main()` runs them.
+    """
     as_query, as_user_info = with_password(database_url)
     response = write_response(tag_versions[:20])
     bad = tmp_path / "bad.json"
@@ -218,15 +233,15 @@ def test_a_database_password_is_masked_by_every_command(database_url, write_resp
         result = leansync(as_query, "-v", *command)
         outputs.append((str(command), result.stdout + result.stderr))
     for command in (["db", "current"], ["check", "--max-age", "1h"], ["show", "1"]):
-        result = leansync(as_user_info, *command)
+        result = in_process(as_user_info, *command)
         outputs.append((f"user info {command}", result.stdout + result.stderr))
     # An unreachable server and a missing database name the URL in their one sentence.
     for broken in (as_query.replace(f":{postgres_cluster.port}/", ":1/"), as_user_info.replace("/test_", "/nodb_")):
         for command in (["check", "--max-age", "1h"], ["-v", "sync", "--from-file", str(response)]):
-            result = leansync(broken, *command)
+            result = (leansync if "-v" in command else in_process)(broken, *command)
             assert result.returncode in (2, 3) if command[0] == "check" else result.returncode == 1, result.stderr
             outputs.append((f"unreachable {command}", result.stdout + result.stderr))
-    outputs.append(("metrics", leansync(as_query, "metrics").stdout))
+    outputs.append(("metrics", in_process(as_query, "metrics").stdout))
 
     shown = "\n".join(text for _, text in outputs)
     assert "password=***" in shown and "postgres:***@" in shown  # the URLs were shown, masked
@@ -237,8 +252,11 @@ def test_a_database_password_is_masked_by_every_command(database_url, write_resp
     assert_no_secret("the database", full_dump_text(database_url))
 
 
-def test_credentials_in_the_api_url_are_masked_everywhere(qc, run, database_url, isolated_env, monkeypatch):
-    """A gateway's basic auth and a token in the query: never in output, -v logs, tracebacks or sync_run."""
+def test_credentials_in_the_api_url_are_masked_everywhere(qc, database_url, isolated_env, monkeypatch):
+    """A gateway's basic auth and a token in the query: never in output, -v logs, tracebacks or sync_run.
+
+    The -v runs go through the installed command; the others run in this process as `main()` runs them.
+    """
     import leansync as library
 
     qc.default = Reply(status=500)
@@ -247,22 +265,20 @@ def test_credentials_in_the_api_url_are_masked_everywhere(qc, run, database_url,
     outputs = []
     for api_url in api_urls:
         env = qc.env(QUANTCONNECT_API_TOKEN=TOKEN, QUANTCONNECT_API_URL=api_url)
-        for flags in (["-v"], ["-v", "--json"], ["--json"]):
-            result = leansync(database_url, "sync", *flags, "--retries", "0", env=env)
+        for flags in (["-v"], ["-v", "--json"], ["--json"], []):
+            result = (leansync if "-v" in flags else in_process)(database_url, "sync", *flags, "--retries", "0",
+                                                                 env=env)
             assert result.returncode == 1, result.stderr
-            outputs.append((f"installed {flags}", result.stdout + result.stderr))
+            outputs.append((f"sync {flags}", result.stdout + result.stderr))
             if "-v" in flags:  # the logs and the traceback were on
                 assert "leansync: urllib3" in result.stderr and "Traceback" in result.stderr, result.stderr
-        in_process = run("sync", "--retries", "0", env=env)
-        assert in_process.exit_code == 1
-        outputs.append(("CliRunner", in_process.stdout + in_process.stderr))
         monkeypatch.setenv("QUANTCONNECT_API_TOKEN", TOKEN)
         with pytest.raises(library.FetchError) as caught:
             library.run_sync(database_url=database_url, api_url=api_url, user_id=USER_ID, retries=0)
         outputs.append(("exception", "".join(traceback.format_exception(caught.value))))
-        outputs.append(("check", leansync(database_url, "check", "--max-age", "1h").stdout))
-        outputs.append(("runs", leansync(database_url, "runs", "--format", "json").stdout))
-        outputs.append(("metrics", leansync(database_url, "metrics").stdout))
+        outputs.append(("check", in_process(database_url, "check", "--max-age", "1h").stdout))
+        outputs.append(("runs", in_process(database_url, "runs", "--format", "json").stdout))
+        outputs.append(("metrics", in_process(database_url, "metrics").stdout))
 
     assert any("gw:***@" in text for _, text in outputs) and any("token=***" in text for _, text in outputs)
     for where, text in outputs:
