@@ -2,7 +2,7 @@
 
 The installed command replays the README's git-scraping loop and reads a
 saved response from a real stdin pipe; the other cases run in this process as
-`main()` runs them (tests/main_inprocess.py), and where "now" matters, with a
+`main()` runs them (tests/main_in_process.py), and where "now" matters, with a
 frozen clock. WHEN lies in the past elsewhere, so no clock needs freezing.
 """
 
@@ -20,8 +20,7 @@ from freezegun import freeze_time
 from dbstate import check_invariants, has_schema, raw_rows, runs
 from leansync import read
 from leansync.read import open_database
-from main_inprocess import invoke_main
-from samples import response
+from main_in_process import leansync_in_process
 
 UTC = timezone.utc
 T1 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
@@ -38,10 +37,8 @@ def leansync(url, *args, input=None, cwd=None):
 
 
 def in_process(url, *args, input=None):
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", url, *args, input=input)
-    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
-                                       result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process(*args, url=url, input=input)
 
 
 def as_of(url, when):

@@ -9,7 +9,7 @@ path; an empty or garbage lock file is fine (flock ignores its content).
 
 Each case runs at least one command through the installed command (a FIFO
 lock file only there, where a hang would be cut by a timeout); the others run
-in this process as `main()` runs them (tests/main_inprocess.py).
+in this process as `main()` runs them (tests/main_in_process.py).
 """
 
 import hashlib
@@ -24,7 +24,7 @@ import pytest
 
 from dbstate import check_integrity, runs
 from faults import error_sentence, leansync
-from main_inprocess import invoke_main
+from main_in_process import leansync_in_process
 from samples import response
 
 pytestmark = pytest.mark.sqlite_only
@@ -38,10 +38,8 @@ COMMANDS = [
 
 
 def in_process(*args, url: str) -> subprocess.CompletedProcess:
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", url, *args)
-    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
-                                       result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process(*args, url=url)
 
 
 def make_truncated(path: Path, payload: Path) -> None:

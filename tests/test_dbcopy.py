@@ -4,7 +4,7 @@ Each test copies from the ``database_url`` backend to the other one, so both
 directions run (SQLite -> PostgreSQL and back). A full copy and a copy that
 meets a lock held by another process go through the installed command; the
 other copies run in this process as `main()` runs them
-(tests/main_inprocess.py). The answers are compared in-process with a frozen
+(tests/main_in_process.py). The answers are compared in-process with a frozen
 clock.
 """
 
@@ -23,7 +23,7 @@ from leansync.cli import cli
 from leansync.history.lock import run_lock
 from leansync.store.database import make_engine
 from leansync.store.models import metadata
-from main_inprocess import invoke_main
+from main_in_process import leansync_in_process
 
 UTC = timezone.utc
 TIMES = [datetime(2026, 3, day, 6, 0, tzinfo=UTC) for day in range(1, 7)]
@@ -56,9 +56,8 @@ def db_copy(source, target, *args):
 
 
 def db_copy_in_process(source, target, *args):
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", source, "db", "copy", "--to", target, *args)
-    return subprocess.CompletedProcess(["leansync", "db", "copy"], result.exit_code, result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process("db", "copy", "--to", target, *args, url=source)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 The command through the installed command (an export at a moment, and a
 missing database), otherwise in this process as `main()` runs it
-(tests/main_inprocess.py); the function called directly; all on each backend. The round trip (export, then backfill the export into
+(tests/main_in_process.py); the function called directly; all on each backend. The round trip (export, then backfill the export into
 a database on the other backend) is tests/test_export_roundtrip.py.
 """
 
@@ -19,7 +19,7 @@ from freezegun import freeze_time
 import leansync
 from dbstate import has_schema, raw_rows
 from leansync.cli import cli
-from main_inprocess import invoke_main
+from main_in_process import leansync_in_process
 
 UTC = timezone.utc
 T1 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
@@ -37,10 +37,8 @@ def leansync_cmd(url, *args):
 
 
 def in_process(url, *args):
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", url, *args)
-    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
-                                       result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process(*args, url=url)
 
 
 def item(version_id, **fields):

@@ -3,7 +3,7 @@
 Each mistake runs twice on each backend: through the installed command on an
 existing history, which must stay byte for byte as it was (SQLite: the file
 and its folder; PostgreSQL: every row), and, in this process as `main()` runs
-it (tests/main_inprocess.py), where there is no database yet, where no file
+it (tests/main_in_process.py), where there is no database yet, where no file
 (database, lock, journal, WAL) may appear. A failed run is for the API and
 its answer, not for typos.
 
@@ -28,7 +28,7 @@ import pytest
 from clitext import error_line
 from dbstate import has_schema, is_sqlite, raw_rows
 from leansync.store.database import sqlite_path
-from main_inprocess import invoke_main
+from main_in_process import leansync_in_process
 from qc_server import FakeQuantConnect
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
@@ -88,10 +88,8 @@ def leansync(url: str, *args: str, env: dict | None = None) -> subprocess.Comple
 
 
 def in_process(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", url, *args, env=env)
-    return subprocess.CompletedProcess(["leansync", "--database-url", url, *args], result.exit_code,
-                                       result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process(*args, url=url, env=env)
 
 
 def message(stderr: str) -> str:

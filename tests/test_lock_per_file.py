@@ -6,7 +6,7 @@ the file, a symlinked folder, "..", a relative path), must wait for it: with
 ``--lock-timeout`` it gives up with exit 75 and writes nothing, and with a
 longer one it proceeds once the test lets go, its run after the holder's.
 The set-up sync that makes the database runs in this process as `main()` runs
-it (tests/main_inprocess.py); every run that meets the lock is another process.
+it (tests/main_in_process.py); every run that meets the lock is another process.
 """
 
 import json
@@ -23,7 +23,7 @@ from dbstate import check_invariants, runs, snapshot
 from faults import LEANSYNC, error_sentence, leansync
 from leansync.history.lock import lock_file_path, run_lock
 from leansync.store.database import make_engine
-from main_inprocess import invoke_main
+from main_in_process import invoke_main
 
 
 def _symlinked_file(real: Path, tmp: Path) -> str:

@@ -14,7 +14,6 @@ then it fails.
 import json
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,7 @@ arrived, a `failed` run, no data changed. A Content-Length above the cap is
 refused before anything is read. The process's peak RSS stays under the
 cap + 100 MB, measured on the installed command. The set-up sync and the
 checks that are not about the process run in this process as `main()` runs
-them (tests/main_inprocess.py).
+them (tests/main_in_process.py).
 """
 
 import itertools
@@ -17,7 +17,7 @@ import pytest
 
 from dbstate import data_tables
 from faults import assert_failed_run, leansync_peak_rss, qc  # noqa: F401 (fixtures)
-from main_inprocess import invoke_main
+from main_in_process import leansync_in_process
 from qc_server import Reply
 
 MIB = 1024 * 1024
@@ -26,10 +26,8 @@ RSS_BOUND = (CAP_MB + 100) * MIB
 
 
 def in_process(*args, url: str, env: dict) -> subprocess.CompletedProcess:
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", url, *args, env=env)
-    return subprocess.CompletedProcess(["leansync", "--database-url", url, *map(str, args)], result.exit_code,
-                                       result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process(*args, url=url, env=env)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ under -q.
 
 -v configures logging for the whole process, so every -v case runs through
 the installed command. Plain and --json cases run in this process as `main()`
-runs them (tests/main_inprocess.py: its stderr log handler, and no secret
+runs them (tests/main_in_process.py: its stderr log handler, and no secret
 registered for masking by an earlier command).
 """
 
@@ -29,7 +29,7 @@ from leansync.source.api import fetch_versions
 from leansync.config import load_credentials
 from leansync.store.database import sqlite_path
 from leansync.errors import LeansyncError
-from main_inprocess import invoke_main
+from main_in_process import leansync_in_process
 from qc_server import FakeQuantConnect, Reply
 
 LEANSYNC = str(Path(sys.executable).with_name("leansync"))
@@ -49,10 +49,8 @@ def leansync(url: str, *args: str, env: dict | None = None) -> subprocess.Comple
 
 
 def in_process(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The same command line as `main()` runs it, in this process, with the installed command's result shape."""
-    result = invoke_main("--database-url", url, *args, env=env)
-    return subprocess.CompletedProcess(["leansync", "--database-url", url, *args], result.exit_code,
-                                       result.stdout, result.stderr)
+    """In this process, as `main()` runs it (tests/main_in_process.py)."""
+    return leansync_in_process(*args, url=url, env=env)
 
 
 def scenarios(qc):
