@@ -21,7 +21,7 @@ Every run that is killed, and the uninterrupted run whose duration the kills
 are spread over, is the installed command. The runs that only make a state
 to start from or to compare with (the two runs of the before-state, the run
 after the kills) run in-process (tests/main_in_process.py). After a kill the
-database is first compared row for row, exactly as stored, with the
+database is first compared row for row, exactly as stored (dbstate.raw_rows), with the
 before-state (which implies equal snapshots); only when that differs is the
 normalised snapshot taken.
 """
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from dbstate import ORDER, check_integrity, check_invariants, engine_for, has_schema, is_sqlite, snapshot
+from dbstate import check_integrity, check_invariants, has_schema, is_sqlite, raw_rows, snapshot
 from leansync.store.database import make_engine
 from main_in_process import leansync_in_process
 from samples import response, version_from_tag
@@ -212,30 +212,6 @@ def completed_in_process(url: str, payload: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def exact_rows(url: str) -> dict[str, list]:
-    """Column names, then every row, of each table snapshot() reads, in its order, exactly as stored:
-    the driver's values on SQLite, each row's text on PostgreSQL (no JSON decoding). Two databases
-    with equal exact rows have equal snapshots (a snapshot is computed from these values)."""
-    engine = engine_for(url)
-    try:
-        connection = engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            out = {}
-            for table, order in ORDER.items():
-                cursor.execute(f"SELECT * FROM {table} LIMIT 0")
-                names = tuple(d[0] for d in cursor.description)
-                row = "*" if is_sqlite(url) else f"CAST({table} AS text)"
-                cursor.execute(f"SELECT {row} FROM {table} ORDER BY {order}")
-                out[table] = [names, *cursor.fetchall()]
-            cursor.close()
-            return out
-        finally:
-            connection.close()
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp_path, tag_versions):
     first, second, big = history_payloads(tag_versions)
@@ -250,7 +226,7 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
     copies.save()
     check_invariants(database_url)
     before = snapshot(database_url)
-    before_exactly = exact_rows(database_url)
+    before_exactly = raw_rows(database_url, as_text=True)
     reference = copies.copy_of_pristine()
     duration = completed(reference, payloads[2])
     check_invariants(reference)
@@ -268,7 +244,7 @@ def test_sigkill_at_any_moment_leaves_before_or_after(database_url, request, tmp
         uncommitted = copies.wal_bytes()
         # Equal to a state that keeps the invariants, so it keeps them too.
         check_integrity(database_url)
-        if exact_rows(database_url) == before_exactly:  # so the snapshot is `before` too
+        if raw_rows(database_url, as_text=True) == before_exactly:  # so the snapshot is `before` too
             return "before, mid-write" if uncommitted or writing_seen else "before"
         state = snapshot(database_url)
         if state == before:
