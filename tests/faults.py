@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dbstate import data_tables, runs
+from main_in_process import leansync_in_process
 from qc_server import FakeQuantConnect
 
 LEANSYNC = Path(sys.executable).with_name("leansync")
@@ -74,7 +75,7 @@ def qc(tag_versions):
 
 @pytest.fixture
 def synced(qc, database_url):
-    """A database with one successful run of the server's list; returns its data tables."""
-    result = leansync("sync", "-q", url=database_url, env=qc.env())
+    """A database with one successful run of the server's list (in-process); returns its data tables."""
+    result = leansync_in_process("sync", "-q", url=database_url, env=qc.env())
     assert result.returncode == 0, result.stderr
     return data_tables(database_url)

@@ -7,9 +7,11 @@ CliRunner call differ from the installed command, and `invoke_main` puts them
 back:
 
 - `main()` calls `log_to_stderr(verbose=False)` before `cli()`, so leansync's
-  own logging warnings are printed on stderr. `invoke_main` calls that same
-  function inside CliRunner's capture (so the handler writes to the captured
-  stderr) and removes the handler afterwards.
+  own logging warnings are printed on stderr, and other libraries' warnings
+  reach stderr through logging's last resort (a fresh process's root logger has
+  no handler). `invoke_main` calls that same function inside CliRunner's
+  capture (so the handler writes to the captured stderr) and takes pytest's
+  handlers off the root logger for the call, then puts both back.
 - A fresh process knows no secret: `leansync.masking` masks values registered
   by earlier calls for the rest of the process. `invoke_main` starts each call
   with an empty registry (and puts the test's back afterwards), so nothing is
@@ -20,8 +22,9 @@ back:
 
 What stays with the installed command: -v (it configures logging for the whole
 process), signals and kills, two processes at once, another OS user,
-environment bytes that are not UTF-8, the current directory of a real process,
-exit codes as cron sees them, and start-up imports.
+environment bytes that are not UTF-8, exit codes as cron sees them, and
+start-up imports. (A test that needs another current directory can
+monkeypatch.chdir: each xdist worker runs one test at a time.)
 """
 
 import logging
@@ -42,13 +45,18 @@ class _Main:
 
     def main(self, args, prog_name, **extra):
         time.tzset()  # CliRunner has applied the call's environment
-        own = logging.getLogger("leansync")
-        before = list(own.handlers)
+        own, root = logging.getLogger("leansync"), logging.getLogger()
+        before, root_before = (list(own.handlers), own.level), (list(root.handlers), root.level)
+        # A fresh process's root logger: no handler (pytest's go for the call) and WARNING, so another
+        # library's warning reaches stderr through logging.lastResort, as in the installed command.
+        root.handlers[:] = []
+        root.setLevel(logging.WARNING)
         log_to_stderr(verbose=False)  # inside CliRunner's isolation: its handler writes to the captured stderr
         try:
             return cli.main(args=args, prog_name=prog_name, **extra)
         finally:
-            own.handlers[:] = before
+            own.handlers[:], own.level = before
+            root.handlers[:], root.level = root_before
 
 
 def invoke_main(*args, env: Mapping[str, str | None] | None = None, input: str | bytes | None = None) -> Result:

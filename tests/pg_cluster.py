@@ -57,6 +57,8 @@ SELECT d.datdba = current_user::regrole AND d.datacl IS NULL AND d.datconnlimit 
    AND NOT d.datistemplate
    AND NOT EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setdatabase = d.oid)
    AND NOT EXISTS (SELECT FROM pg_shdescription c WHERE c.objoid = d.oid)
+   AND NOT EXISTS (SELECT FROM pg_prepared_xacts x WHERE x.database = d.datname)  -- they keep their locks
+   AND NOT EXISTS (SELECT FROM pg_replication_slots r WHERE r.database = d.datname)
   FROM pg_database d WHERE d.datname = %s
 """
 _NOTHING_OUTSIDE_PUBLIC = """
@@ -69,6 +71,8 @@ SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname NOT IN ('public', 'pg_
    AND NOT EXISTS (SELECT FROM pg_largeobject_metadata)
    AND NOT EXISTS (SELECT FROM pg_event_trigger)
    AND NOT EXISTS (SELECT FROM pg_publication)
+   AND NOT EXISTS (SELECT FROM pg_subscription)
+   AND NOT EXISTS (SELECT FROM pg_foreign_server)
    AND (SELECT nspowner = 'pg_database_owner'::regrole AND nspacl::text[] = ARRAY[
             'pg_database_owner=UC/pg_database_owner', '=U/pg_database_owner']
           FROM pg_namespace WHERE nspname = 'public')
@@ -251,11 +255,15 @@ class PostgresCluster:
         (a setting, a grant, another schema, ...) sends the database to DROP.
         """
         admin = self._admin_connection()
-        # Sessions a test left behind (a killed run's, a held lock's) would keep their locks and settings.
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        if admin.info.server_version < 150000:  # the public schema's default owner and grants differ before 15
+            self.drop_database(name)
+            return
+        # Sessions a test left behind (a killed run's, a held lock's) would keep their locks (advisory
+        # ones are keyed by the database's OID, which stays) and settings: end them, waiting until they are gone.
+        admin.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                       "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
-        database_clean = admin.execute(_DATABASE_UNCHANGED, [name]).fetchone()[0]
-        if database_clean and self._empty_public_schema(name):
+        database_clean = admin.execute(_DATABASE_UNCHANGED, [name]).fetchone()
+        if database_clean and database_clean[0] and self._empty_public_schema(name):
             self._spare.append(name)
         else:
             self.drop_database(name)

@@ -70,6 +70,22 @@ def assert_lost_cleanly(proc: subprocess.Popen) -> str:
     return err[len(PREFIX):-1]
 
 
+def wait_until_the_run_lock_is_free(url: str) -> None:
+    """A terminated backend releases its locks as it exits, which may come just after its client saw the end."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            for _ in range(300):
+                held = conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").scalar()
+                conn.rollback()
+                if not held:
+                    return
+                time.sleep(0.1)
+    finally:
+        engine.dispose()
+    raise AssertionError("the killed run's lock was still held after 30 s")
+
+
 def test_a_terminated_backend_fails_the_run_cleanly(database_url, payloads):
     small, big = payloads
     assert leansync_in_process("sync", "-q", "--from-file", small, url=database_url).returncode == 0
@@ -86,6 +102,7 @@ def test_a_terminated_backend_fails_the_run_cleanly(database_url, payloads):
     # No `failed` row: the lock went with the session, and another run may hold it by now.
     assert [r["status"] for r in runs(database_url)] == ["success"]
 
+    wait_until_the_run_lock_is_free(database_url)
     again = leansync_in_process("sync", "--json", "--lock-timeout", "0", "--from-file", big, url=database_url)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["inserted"] == NEW_VERSIONS

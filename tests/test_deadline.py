@@ -16,20 +16,12 @@ the same stderr): the watchdog is a thread, the same in either.
 import pytest
 import urllib3.util.retry
 
-from dbstate import data_tables, runs
-from faults import assert_failed_run, leansync, qc  # noqa: F401 (fixture)
+from dbstate import runs
+from faults import assert_failed_run, leansync, qc, synced  # noqa: F401 (fixtures)
 from leansync.source.api import make_session
 from leansync.source.deadline import Deadline, DeadlinePassed
 from main_in_process import leansync_in_process
 from qc_server import Reply
-
-
-@pytest.fixture
-def synced(qc, database_url):
-    """A database with one successful run of the server's list (in-process); returns its data tables."""
-    result = leansync_in_process("sync", "-q", url=database_url, env=qc.env())
-    assert result.returncode == 0, result.stderr
-    return data_tables(database_url)
 
 
 def assert_late(result, database_url, before, deadline: str) -> str:

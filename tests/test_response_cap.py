@@ -15,8 +15,7 @@ import zlib
 
 import pytest
 
-from dbstate import data_tables
-from faults import assert_failed_run, leansync_peak_rss, qc  # noqa: F401 (fixtures)
+from faults import assert_failed_run, leansync_peak_rss, qc, synced  # noqa: F401 (fixtures)
 from main_in_process import leansync_in_process
 from qc_server import Reply
 
@@ -28,14 +27,6 @@ RSS_BOUND = (CAP_MB + 100) * MIB
 def in_process(*args, url: str, env: dict) -> subprocess.CompletedProcess:
     """In this process, as `main()` runs it (tests/main_in_process.py)."""
     return leansync_in_process(*args, url=url, env=env)
-
-
-@pytest.fixture
-def synced(qc, database_url):
-    """A database with one successful run of the server's list; returns its data tables."""
-    result = in_process("sync", "-q", url=database_url, env=qc.env())
-    assert result.returncode == 0, result.stderr
-    return data_tables(database_url)
 
 
 def assert_too_large(result, database_url, before) -> str:
