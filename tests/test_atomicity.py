@@ -20,7 +20,7 @@ kills did land inside the run, so none passes by killing too early or too late.
 Every run that is killed, and the uninterrupted run whose duration the kills
 are spread over, is the installed command. The runs that only make a state
 to start from or to compare with (the two runs of the before-state, the run
-after the kills) run in-process (tests/main_in_process.py). After a kill the
+after the kills, the first run resumed after a kill) run in-process (tests/main_in_process.py). After a kill the
 database is first compared row for row, exactly as stored (dbstate.raw_rows), with the
 before-state (which implies equal snapshots); only when that differs is the
 normalised snapshot taken.
