@@ -67,10 +67,13 @@ def raw_rows(url: str, *, as_text: bool = False) -> dict[str, tuple[list[str], l
             out = {}
             for table in (sync_run, lean_version, lean_hash, lean_version_history, notification):
                 keys = ORDER[table.name]
-                columns = f"CAST({table.name} AS text)" if as_text and not is_sqlite(url) else "*"
-                cursor.execute(f"SELECT * FROM {table.name} LIMIT 0")
-                names = [d[0] for d in cursor.description]
-                cursor.execute(f"SELECT {columns} FROM {table.name} ORDER BY {keys}")
+                if as_text and not is_sqlite(url):
+                    cursor.execute(f"SELECT * FROM {table.name} LIMIT 0")  # the names; the rows come as one text
+                    names = [d[0] for d in cursor.description]
+                    cursor.execute(f"SELECT CAST({table.name} AS text) FROM {table.name} ORDER BY {keys}")
+                else:
+                    cursor.execute(f"SELECT * FROM {table.name} ORDER BY {keys}")
+                    names = [d[0] for d in cursor.description]
                 out[table.name] = (names, cursor.fetchall())
             cursor.close()
             return out
